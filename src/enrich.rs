@@ -1,0 +1,92 @@
+//! Customer locations for a batch: from the cache when fresh, otherwise from one query for
+//! all the batch's missing customers.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use rust_decimal::Decimal;
+use sqlx::{PgPool, Row};
+
+use crate::cache::LocationCache;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub address: Option<String>,
+    pub longitude: Option<Decimal>,
+    pub latitude: Option<Decimal>,
+}
+
+/// Locations by customer name; `None` for a customer not in the `customers` table.
+pub type Locations = HashMap<String, Option<Location>>;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LookupStats {
+    pub cache_hits: usize,
+    pub looked_up: usize,
+    pub round_trips: usize,
+}
+
+pub async fn locate(
+    pool: &PgPool,
+    cache: &Mutex<LocationCache>,
+    customers: &[&str],
+) -> Result<(Locations, LookupStats), sqlx::Error> {
+    let now = Instant::now();
+    let mut locations = Locations::with_capacity(customers.len());
+    let mut missing: Vec<&str> = Vec::new();
+    {
+        let mut cache = lock(cache);
+        for &customer in customers {
+            match cache.get(customer, now) {
+                Some(location) => {
+                    locations.insert(customer.to_owned(), location);
+                }
+                None => missing.push(customer),
+            }
+        }
+    }
+    let mut stats = LookupStats {
+        cache_hits: locations.len(),
+        looked_up: missing.len(),
+        round_trips: 0,
+    };
+    if missing.is_empty() {
+        return Ok((locations, stats));
+    }
+
+    let rows = sqlx::query(
+        "SELECT customer_name, address, longitude, latitude FROM customers WHERE customer_name = ANY($1::text[])",
+    )
+    .bind(&missing)
+    .fetch_all(pool)
+    .await?;
+    stats.round_trips = 1;
+
+    let mut found: HashMap<String, Location> = HashMap::with_capacity(rows.len());
+    for row in rows {
+        found.insert(
+            row.try_get("customer_name")?,
+            Location {
+                address: row.try_get("address")?,
+                longitude: row.try_get("longitude")?,
+                latitude: row.try_get("latitude")?,
+            },
+        );
+    }
+    let mut cache = lock(cache);
+    for customer in missing {
+        let location = found.remove(customer);
+        cache.insert(customer.to_owned(), location.clone(), now);
+        locations.insert(customer.to_owned(), location);
+    }
+    Ok((locations, stats))
+}
+
+/// A panic while the lock was held cannot leave the cache inconsistent (each operation is a
+/// single map call), so a poisoned lock is taken over rather than failing every invocation.
+fn lock(cache: &Mutex<LocationCache>) -> std::sync::MutexGuard<'_, LocationCache> {
+    cache
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,336 @@
+//! The MSK / self-managed Kafka event as Lambda's event source mapping sends it, and its
+//! decoding into partitions of typed records.
+//!
+//! The wire model is written here rather than taken from `aws_lambda_events`, whose
+//! `KafkaRecord` rejects payloads without `headers` (older events omit it) and cannot be
+//! constructed outside its crate.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::order::Order;
+
+/// One invocation's payload. Unknown fields (schema registry metadata, future additions)
+/// are ignored; `records` is required so that an event of another source (SQS, Kinesis)
+/// sent here by mistake fails loudly instead of succeeding with nothing processed.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaEvent {
+    #[serde(default)]
+    pub event_source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_source_arn: Option<String>,
+    #[serde(default)]
+    pub bootstrap_servers: Option<String>,
+    pub records: BTreeMap<String, Vec<KafkaRecord>>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// Epoch milliseconds.
+    #[serde(default)]
+    pub timestamp: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_type: Option<String>,
+    /// Base64; absent or null for records produced without a key.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Base64; absent or null for a tombstone.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// One-entry objects whose values are Java `byte`s (-128..=127). Absent in older payloads.
+    #[serde(default)]
+    pub headers: Option<Vec<BTreeMap<String, Option<Vec<i8>>>>>,
+}
+
+/// The `records` map key of a partition (`"<topic>-<partition>"`), kept exactly as Lambda sent
+/// it: it is the `partition` Lambda expects back in a batch item failure. Topic names may
+/// contain `-` and `.`, so it is never split.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PartitionKey(String);
+
+impl PartitionKey {
+    pub fn new(key: impl Into<String>) -> Self {
+        Self(key.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PartitionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a record came from; orders and dead letters keep it so every row can be traced back
+/// to its Kafka record and replays can be recognised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcePosition {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp_ms: Option<i64>,
+}
+
+/// A Kafka header with its value as bytes (`None` for a header without a value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub name: String,
+    pub value: Option<Vec<u8>>,
+}
+
+/// What a record turned out to be once decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    Order(Box<Order>),
+    Tombstone,
+    Poison(Poison),
+}
+
+/// A record that cannot become an order. Everything needed to inspect and replay it is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Poison {
+    pub reason: String,
+    /// Decoded key bytes; the received text's bytes when the key was not valid base64.
+    pub raw_key: Option<Vec<u8>>,
+    /// Decoded value bytes; the received text's bytes when the value was not valid base64.
+    pub raw_value: Option<Vec<u8>>,
+    pub headers: Vec<Header>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedRecord {
+    pub source: SourcePosition,
+    pub payload: Payload,
+}
+
+/// The records of one `records` map entry, in offset order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedPartition {
+    pub key: PartitionKey,
+    pub records: Vec<DecodedRecord>,
+}
+
+/// Decodes every record of the event. Never fails: a record that cannot be decoded becomes a
+/// [`Payload::Poison`] with the reason, so one bad record cannot fail the batch.
+pub fn decode(event: KafkaEvent) -> Vec<DecodedPartition> {
+    event
+        .records
+        .into_iter()
+        .map(|(key, mut records)| {
+            // Lambda delivers each partition in offset order; sorting costs nothing when that
+            // holds and keeps the write order right if it ever does not.
+            records.sort_by_key(|record| record.offset);
+            DecodedPartition {
+                key: PartitionKey::new(key),
+                records: records.into_iter().map(decode_record).collect(),
+            }
+        })
+        .collect()
+}
+
+fn decode_record(record: KafkaRecord) -> DecodedRecord {
+    let source = SourcePosition {
+        topic: record.topic,
+        partition: record.partition,
+        offset: record.offset,
+        timestamp_ms: record.timestamp,
+    };
+    let payload = match record.value {
+        None => Payload::Tombstone,
+        Some(value) => decode_payload(record.key, value, record.headers),
+    };
+    DecodedRecord { source, payload }
+}
+
+fn decode_payload(
+    key: Option<String>,
+    value: String,
+    headers: Option<Vec<BTreeMap<String, Option<Vec<i8>>>>>,
+) -> Payload {
+    let key = key.map(|text| decode_base64_field("key", text));
+    let value = decode_base64_field("value", value);
+    let mut reasons: Vec<String> = Vec::new();
+    let raw_key = key.map(|decoded| match decoded {
+        Ok(bytes) => bytes,
+        Err((reason, received)) => {
+            reasons.push(reason);
+            received
+        }
+    });
+    let raw_value = match value {
+        Ok(bytes) => {
+            if reasons.is_empty() {
+                match Order::parse(&bytes) {
+                    Ok(order) => return Payload::Order(Box::new(order)),
+                    Err(problem) => reasons.push(problem.to_string()),
+                }
+            }
+            bytes
+        }
+        Err((reason, received)) => {
+            reasons.push(reason);
+            received
+        }
+    };
+    Payload::Poison(Poison {
+        reason: reasons.join("; "),
+        raw_key,
+        raw_value: Some(raw_value),
+        headers: decode_headers(headers.unwrap_or_default()),
+    })
+}
+
+/// Base64-decodes a key or value. On failure returns the reason and the received text's bytes,
+/// so that nothing of the record is lost.
+fn decode_base64_field(field: &str, text: String) -> Result<Vec<u8>, (String, Vec<u8>)> {
+    BASE64.decode(text.as_bytes()).map_err(|error| {
+        (
+            format!("{field} is not valid base64 ({error}); stored as received"),
+            text.into_bytes(),
+        )
+    })
+}
+
+/// Turns the event's header form (Java signed bytes) into names and byte values.
+pub fn decode_headers(headers: Vec<BTreeMap<String, Option<Vec<i8>>>>) -> Vec<Header> {
+    headers
+        .into_iter()
+        .flat_map(|entry| entry.into_iter())
+        .map(|(name, value)| Header {
+            name,
+            // Java bytes are two's complement: -61 is 0xC3.
+            value: value.map(|bytes| bytes.into_iter().map(|b| b as u8).collect()),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(json: &str) -> KafkaRecord {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn signed_header_bytes_decode_to_utf8() {
+        let headers = decode_headers(vec![BTreeMap::from([(
+            "city".to_string(),
+            Some(vec![77, 111, 110, 116, 114, -61, -87, 97, 108]),
+        )])]);
+        assert_eq!(
+            headers,
+            vec![Header {
+                name: "city".into(),
+                value: Some("Montréal".as_bytes().to_vec())
+            }]
+        );
+    }
+
+    #[test]
+    fn record_without_key_headers_or_timestamp_type_is_accepted() {
+        let r =
+            record(r#"{"topic":"orders","partition":0,"offset":3,"timestamp":1,"value":"e30="}"#);
+        assert_eq!(r.key, None);
+        assert_eq!(r.headers, None);
+        assert_eq!(r.value.as_deref(), Some("e30="));
+    }
+
+    #[test]
+    fn null_and_absent_values_are_tombstones() {
+        let event: KafkaEvent = serde_json::from_str(
+            r#"{"eventSource":"aws:kafka","records":{"orders-0":[
+                {"topic":"orders","partition":0,"offset":1,"timestamp":1,"key":"YQ==","value":null,"headers":[]},
+                {"topic":"orders","partition":0,"offset":2,"timestamp":1,"key":"Yg=="}]}}"#,
+        )
+        .unwrap();
+        let partitions = decode(event);
+        let payloads: Vec<_> = partitions[0]
+            .records
+            .iter()
+            .map(|r| r.payload.clone())
+            .collect();
+        assert_eq!(payloads, vec![Payload::Tombstone, Payload::Tombstone]);
+    }
+
+    #[test]
+    fn bad_base64_value_is_poison_kept_as_received() {
+        let r = record(
+            r#"{"topic":"orders","partition":0,"offset":3,"timestamp":1,"key":"U08tMDAx","value":"not base64!","headers":[{"h":[104]}]}"#,
+        );
+        let decoded = decode_record(r);
+        let Payload::Poison(poison) = decoded.payload else {
+            panic!("expected poison")
+        };
+        assert!(
+            poison.reason.starts_with("value is not valid base64"),
+            "{}",
+            poison.reason
+        );
+        assert_eq!(poison.raw_key.as_deref(), Some(&b"SO-001"[..]));
+        assert_eq!(poison.raw_value.as_deref(), Some(&b"not base64!"[..]));
+        assert_eq!(
+            poison.headers,
+            vec![Header {
+                name: "h".into(),
+                value: Some(vec![104])
+            }]
+        );
+    }
+
+    #[test]
+    fn bad_base64_key_is_poison_even_when_value_is_a_valid_order() {
+        let value = BASE64.encode(
+            br#"{"OrderNo":"SO-1","OrderDate":"1/6/19","Region":"East","Customer":"Jones","Item":"Pencil","Units":1,"Unit Cost":1,"Total":1}"#,
+        );
+        let r = record(&format!(
+            r#"{{"topic":"t","partition":0,"offset":0,"timestamp":1,"key":"%%%","value":"{value}"}}"#
+        ));
+        let Payload::Poison(poison) = decode_record(r).payload else {
+            panic!("expected poison")
+        };
+        assert!(
+            poison.reason.starts_with("key is not valid base64"),
+            "{}",
+            poison.reason
+        );
+        assert_eq!(poison.raw_key.as_deref(), Some(&b"%%%"[..]));
+    }
+
+    #[test]
+    fn partition_records_are_put_in_offset_order() {
+        let event: KafkaEvent = serde_json::from_str(
+            r#"{"records":{"t-0":[
+                {"topic":"t","partition":0,"offset":9,"timestamp":1},
+                {"topic":"t","partition":0,"offset":7,"timestamp":1}]}}"#,
+        )
+        .unwrap();
+        let offsets: Vec<i64> = decode(event)[0]
+            .records
+            .iter()
+            .map(|r| r.source.offset)
+            .collect();
+        assert_eq!(offsets, vec![7, 9]);
+    }
+
+    #[test]
+    fn an_event_without_records_is_rejected() {
+        let error = serde_json::from_str::<KafkaEvent>(r#"{"Records":[]}"#).unwrap_err();
+        assert!(
+            error.to_string().contains("missing field `records`"),
+            "{error}"
+        );
+    }
+}

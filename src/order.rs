@@ -1,0 +1,279 @@
+//! The order domain type: an `Order` exists only when every field of a record value parsed.
+//! Money stays an exact decimal from the JSON text to the database column.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, NaiveDate};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    order_no: String,
+    order_date: NaiveDate,
+    region: String,
+    customer: String,
+    item: String,
+    units: i32,
+    unit_cost: Decimal,
+    total: Decimal,
+}
+
+/// Why a record value is not an order; becomes the dead letter's `reason`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidOrder(String);
+
+impl fmt::Display for InvalidOrder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InvalidOrder {}
+
+/// The record value as the producers write it (field names of the original topic).
+/// Numbers are taken as raw JSON text so that `1.99` never passes through a float.
+#[derive(Deserialize)]
+struct WireOrder<'a> {
+    #[serde(rename = "OrderNo", borrow)]
+    order_no: Cow<'a, str>,
+    #[serde(rename = "OrderDate", borrow)]
+    order_date: Cow<'a, str>,
+    #[serde(rename = "Region", borrow)]
+    region: Cow<'a, str>,
+    #[serde(rename = "Customer", borrow)]
+    customer: Cow<'a, str>,
+    #[serde(rename = "Item", borrow)]
+    item: Cow<'a, str>,
+    #[serde(rename = "Units")]
+    units: i32,
+    #[serde(rename = "Unit Cost", borrow)]
+    unit_cost: &'a RawValue,
+    #[serde(rename = "Total", borrow)]
+    total: &'a RawValue,
+}
+
+impl Order {
+    /// Parses a record value (JSON bytes).
+    pub fn parse(value: &[u8]) -> Result<Self, InvalidOrder> {
+        let wire: WireOrder<'_> = serde_json::from_slice(value)
+            .map_err(|error| InvalidOrder(format!("value is not a valid order: {error}")))?;
+        Ok(Self {
+            order_no: text("OrderNo", wire.order_no)?,
+            order_date: parse_date(&wire.order_date)?,
+            region: text("Region", wire.region)?,
+            customer: text("Customer", wire.customer)?,
+            item: text("Item", wire.item)?,
+            units: wire.units,
+            unit_cost: parse_decimal("Unit Cost", wire.unit_cost)?,
+            total: parse_decimal("Total", wire.total)?,
+        })
+    }
+
+    pub fn order_no(&self) -> &str {
+        &self.order_no
+    }
+    pub fn order_date(&self) -> NaiveDate {
+        self.order_date
+    }
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+    pub fn customer(&self) -> &str {
+        &self.customer
+    }
+    pub fn item(&self) -> &str {
+        &self.item
+    }
+    pub fn units(&self) -> i32 {
+        self.units
+    }
+    pub fn unit_cost(&self) -> Decimal {
+        self.unit_cost
+    }
+    pub fn total(&self) -> Decimal {
+        self.total
+    }
+}
+
+/// Non-empty text that PostgreSQL can store: a NUL character would make the whole write
+/// transaction fail on every retry, so it is rejected here, per record.
+fn text(field: &str, value: Cow<'_, str>) -> Result<String, InvalidOrder> {
+    if value.trim().is_empty() {
+        return Err(InvalidOrder(format!("field `{field}` is empty")));
+    }
+    if value.contains('\0') {
+        return Err(InvalidOrder(format!(
+            "field `{field}` contains a NUL character"
+        )));
+    }
+    Ok(value.into_owned())
+}
+
+/// `m/d/yy` (as in the original topic: years 00-68 are 20xx, 69-99 19xx), `yyyy-mm-dd`, or an
+/// RFC 3339 timestamp, whose calendar date as written is kept.
+fn parse_date(value: &str) -> Result<NaiveDate, InvalidOrder> {
+    let parsed = if value.contains('/') {
+        NaiveDate::parse_from_str(value, "%m/%d/%y")
+            .or_else(|_| NaiveDate::parse_from_str(value, "%m/%d/%Y"))
+            .ok()
+    } else if value.len() == 10 {
+        NaiveDate::parse_from_str(value, "%Y-%m-%d").ok()
+    } else {
+        DateTime::parse_from_rfc3339(value)
+            .ok()
+            .map(|t| t.date_naive())
+    };
+    parsed.ok_or_else(|| {
+        InvalidOrder(format!(
+            "field `OrderDate`: {value:?} is not a date (expected m/d/yy or ISO-8601)"
+        ))
+    })
+}
+
+/// A JSON number, or a string holding one, as an exact decimal.
+fn parse_decimal(field: &str, raw: &RawValue) -> Result<Decimal, InvalidOrder> {
+    let text = raw.get();
+    let number = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
+    let parsed = if number.contains(['e', 'E']) {
+        Decimal::from_scientific(number)
+    } else {
+        Decimal::from_str(number)
+    };
+    parsed.map_err(|_| InvalidOrder(format!("field `{field}`: {text} is not a decimal number")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SO_001: &str = r#"{"OrderNo":"SO-001","OrderDate":"1/6/19","Region":"East","Customer":"Jones","Item":"Pencil","Units":95,"Unit Cost":1.99,"Total":189.05}"#;
+
+    /// SO-001 with one field's raw JSON replaced or added (text, so numbers stay exact).
+    fn with(field: &str, json_value: &str) -> String {
+        let mut fields = vec![
+            ("OrderNo", "\"SO-001\""),
+            ("OrderDate", "\"1/6/19\""),
+            ("Region", "\"East\""),
+            ("Customer", "\"Jones\""),
+            ("Item", "\"Pencil\""),
+            ("Units", "95"),
+            ("Unit Cost", "1.99"),
+            ("Total", "189.05"),
+        ];
+        match fields.iter_mut().find(|(name, _)| *name == field) {
+            Some(entry) => entry.1 = json_value,
+            None => fields.push((field, json_value)),
+        }
+        let body: Vec<String> = fields
+            .iter()
+            .map(|(name, value)| format!("\"{name}\":{value}"))
+            .collect();
+        format!("{{{}}}", body.join(","))
+    }
+
+    fn reason(value: &str) -> String {
+        Order::parse(value.as_bytes()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn sample_order_parses_with_exact_money() {
+        let order = Order::parse(SO_001.as_bytes()).unwrap();
+        assert_eq!(order.order_no(), "SO-001");
+        assert_eq!(
+            order.order_date(),
+            NaiveDate::from_ymd_opt(2019, 1, 6).unwrap()
+        );
+        assert_eq!(order.region(), "East");
+        assert_eq!(order.customer(), "Jones");
+        assert_eq!(order.item(), "Pencil");
+        assert_eq!(order.units(), 95);
+        assert_eq!(order.unit_cost().to_string(), "1.99");
+        assert_eq!(order.total().to_string(), "189.05");
+        assert_eq!(
+            order.unit_cost() * Decimal::from(order.units()),
+            order.total()
+        );
+    }
+
+    #[test]
+    fn money_keeps_digits_a_float_would_lose() {
+        let order = Order::parse(with("Total", "12345678901234567.89").as_bytes()).unwrap();
+        assert_eq!(order.total().to_string(), "12345678901234567.89");
+        let order = Order::parse(with("Unit Cost", "\"0.10\"").as_bytes()).unwrap();
+        assert_eq!(order.unit_cost().to_string(), "0.10");
+        let order = Order::parse(with("Unit Cost", "1.5e2").as_bytes()).unwrap();
+        assert_eq!(order.unit_cost(), Decimal::from(150));
+    }
+
+    #[test]
+    fn dates_in_both_formats() {
+        let date = |v: &str| {
+            Order::parse(with("OrderDate", v).as_bytes())
+                .unwrap()
+                .order_date()
+        };
+        assert_eq!(
+            date("\"12/31/99\""),
+            NaiveDate::from_ymd_opt(1999, 12, 31).unwrap()
+        );
+        assert_eq!(
+            date("\"2/9/19\""),
+            NaiveDate::from_ymd_opt(2019, 2, 9).unwrap()
+        );
+        assert_eq!(
+            date("\"02/09/2019\""),
+            NaiveDate::from_ymd_opt(2019, 2, 9).unwrap()
+        );
+        assert_eq!(
+            date("\"2019-02-09\""),
+            NaiveDate::from_ymd_opt(2019, 2, 9).unwrap()
+        );
+        assert_eq!(
+            date("\"2019-02-09T23:30:00-05:00\""),
+            NaiveDate::from_ymd_opt(2019, 2, 9).unwrap()
+        );
+    }
+
+    #[test]
+    fn invalid_values_give_readable_reasons() {
+        assert_eq!(
+            reason(&with("OrderDate", "\"2/30/19\"")),
+            "field `OrderDate`: \"2/30/19\" is not a date (expected m/d/yy or ISO-8601)"
+        );
+        assert_eq!(
+            reason(&with("Total", "\"abc\"")),
+            "field `Total`: \"abc\" is not a decimal number"
+        );
+        assert_eq!(
+            reason(&with("Total", "null")),
+            "field `Total`: null is not a decimal number"
+        );
+        assert_eq!(
+            reason(&with("Customer", "\"  \"")),
+            "field `Customer` is empty"
+        );
+        assert_eq!(
+            reason(&with("Item", "\"a\\u0000b\"")),
+            "field `Item` contains a NUL character"
+        );
+        assert!(reason(&with("Units", "2.5")).starts_with(
+            "value is not a valid order: invalid type: floating point `2.5`, expected i32"
+        ));
+        assert!(reason(r#"{"OrderNo":"SO-1"}"#)
+            .starts_with("value is not a valid order: missing field `OrderDate`"));
+        assert!(reason("{not json").starts_with("value is not a valid order: key must be a string"));
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let order = Order::parse(with("Discount", "0.5").as_bytes()).unwrap();
+        assert_eq!(order.order_no(), "SO-001");
+    }
+}

@@ -1,0 +1,392 @@
+//! Pure planning: from decoded partitions, what to write, what to dead-letter, and what to
+//! report for redelivery. No I/O here; the rules that keep retries safe live in this file.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::event::{DecodedPartition, PartitionKey, Payload, Poison, SourcePosition};
+use crate::order::Order;
+use crate::response::BatchResponse;
+
+/// What happens to a record that cannot be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoisonPolicy {
+    /// Keep it in `dead_letters` (same transaction as the orders) and go on: the partition is
+    /// never blocked.
+    DeadLetter,
+    /// Report it for redelivery: its partition stops at it until the event source mapping's
+    /// retry limit sends the batch to the on-failure destination.
+    Report,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedOrder {
+    pub order: Box<Order>,
+    pub source: SourcePosition,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub partition_key: PartitionKey,
+    pub source: SourcePosition,
+    pub poison: Poison,
+}
+
+/// Per `records` key: where redelivery must start if the write fails, and where the partition
+/// stopped on a reported poison record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionProgress {
+    pub key: PartitionKey,
+    /// Offset of the first record whose effect (an order or a dead letter) is in the write.
+    pub first_pending: Option<i64>,
+    /// Offset of the poison record reported under [`PoisonPolicy::Report`]; nothing from it on
+    /// is written in this invocation.
+    pub halted_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub received: usize,
+    /// Valid orders, including those superseded by a later record of the same batch.
+    pub orders: usize,
+    /// Orders not written because a later record of the same order is in the batch.
+    pub superseded: usize,
+    pub tombstones: usize,
+    pub dead_lettered: usize,
+    /// Poison records reported for redelivery (policy `Report`).
+    pub poison_reported: usize,
+    /// Records after a reported poison record, left for the redelivery.
+    pub held_back: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    /// One entry per order number: the newest record of it in the batch.
+    pub orders: Vec<PlannedOrder>,
+    pub dead_letters: Vec<DeadLetter>,
+    pub partitions: Vec<PartitionProgress>,
+    pub counts: Counts,
+}
+
+/// Whether the write reached the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Committed,
+    /// Nothing of this invocation was committed (database failure or deadline).
+    NotWritten,
+}
+
+/// The ordering rule the database write applies too (see `store.rs`): within one partition the
+/// higher offset wins; across partitions the later record timestamp, then topic and partition,
+/// so that the final row does not depend on the order in which batches are (re)played.
+pub fn supersedes(newer: &SourcePosition, older: &SourcePosition) -> bool {
+    if newer.topic == older.topic && newer.partition == older.partition {
+        newer.offset > older.offset
+    } else {
+        (
+            newer.timestamp_ms.unwrap_or(i64::MIN),
+            &newer.topic,
+            newer.partition,
+        ) > (
+            older.timestamp_ms.unwrap_or(i64::MIN),
+            &older.topic,
+            older.partition,
+        )
+    }
+}
+
+pub fn plan(partitions: Vec<DecodedPartition>, policy: PoisonPolicy) -> Plan {
+    let mut plan = Plan::default();
+    let mut index_by_order_no: HashMap<String, usize> = HashMap::new();
+
+    for partition in partitions {
+        let mut progress = PartitionProgress {
+            key: partition.key,
+            first_pending: None,
+            halted_at: None,
+        };
+        let mut records = partition.records.into_iter();
+        for record in records.by_ref() {
+            plan.counts.received += 1;
+            let offset = record.source.offset;
+            match record.payload {
+                Payload::Tombstone => plan.counts.tombstones += 1,
+                Payload::Order(order) => {
+                    plan.counts.orders += 1;
+                    progress.first_pending.get_or_insert(offset);
+                    let planned = PlannedOrder {
+                        order,
+                        source: record.source,
+                    };
+                    match index_by_order_no.get(planned.order.order_no()) {
+                        Some(&index) => {
+                            plan.counts.superseded += 1;
+                            if supersedes(&planned.source, &plan.orders[index].source) {
+                                plan.orders[index] = planned;
+                            }
+                        }
+                        None => {
+                            index_by_order_no
+                                .insert(planned.order.order_no().to_owned(), plan.orders.len());
+                            plan.orders.push(planned);
+                        }
+                    }
+                }
+                Payload::Poison(poison) => match policy {
+                    PoisonPolicy::DeadLetter => {
+                        plan.counts.dead_lettered += 1;
+                        progress.first_pending.get_or_insert(offset);
+                        plan.dead_letters.push(DeadLetter {
+                            partition_key: progress.key.clone(),
+                            source: record.source,
+                            poison,
+                        });
+                    }
+                    PoisonPolicy::Report => {
+                        plan.counts.poison_reported += 1;
+                        progress.halted_at = Some(offset);
+                        break;
+                    }
+                },
+            }
+        }
+        let held_back = records.len();
+        plan.counts.held_back += held_back;
+        plan.counts.received += held_back;
+        plan.partitions.push(progress);
+    }
+    plan
+}
+
+impl Plan {
+    /// The distinct customer names of the orders to write, sorted.
+    pub fn distinct_customers(&self) -> Vec<&str> {
+        let names: BTreeSet<&str> = self
+            .orders
+            .iter()
+            .map(|planned| planned.order.customer())
+            .collect();
+        names.into_iter().collect()
+    }
+
+    /// Whether the plan has anything for the database.
+    pub fn has_writes(&self) -> bool {
+        !self.orders.is_empty() || !self.dead_letters.is_empty()
+    }
+
+    /// The batch response. At most one identifier per partition, always an offset that is in
+    /// the event: after a failed write, the first pending record; otherwise the reported
+    /// poison record.
+    pub fn response(&self, outcome: WriteOutcome) -> BatchResponse {
+        BatchResponse::retry_from(self.partitions.iter().filter_map(|progress| {
+            let offset = match outcome {
+                WriteOutcome::Committed => progress.halted_at,
+                WriteOutcome::NotWritten => progress.first_pending.or(progress.halted_at),
+            }?;
+            Some((progress.key.clone(), offset))
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::DecodedRecord;
+
+    fn source(topic: &str, partition: i32, offset: i64, timestamp_ms: i64) -> SourcePosition {
+        SourcePosition {
+            topic: topic.into(),
+            partition,
+            offset,
+            timestamp_ms: Some(timestamp_ms),
+        }
+    }
+
+    fn order(order_no: &str, customer: &str) -> Payload {
+        let json = format!(
+            r#"{{"OrderNo":"{order_no}","OrderDate":"1/6/19","Region":"East","Customer":"{customer}","Item":"Pencil","Units":1,"Unit Cost":1.99,"Total":1.99}}"#
+        );
+        Payload::Order(Box::new(Order::parse(json.as_bytes()).unwrap()))
+    }
+
+    fn poison(reason: &str) -> Payload {
+        Payload::Poison(Poison {
+            reason: reason.into(),
+            raw_key: None,
+            raw_value: Some(b"x".to_vec()),
+            headers: vec![],
+        })
+    }
+
+    fn partition(topic: &str, number: i32, records: Vec<(i64, Payload)>) -> DecodedPartition {
+        DecodedPartition {
+            key: PartitionKey::new(format!("{topic}-{number}")),
+            records: records
+                .into_iter()
+                .map(|(offset, payload)| DecodedRecord {
+                    source: source(topic, number, offset, 1000 + offset),
+                    payload,
+                })
+                .collect(),
+        }
+    }
+
+    fn written(plan: &Plan) -> Vec<(String, i64)> {
+        plan.orders
+            .iter()
+            .map(|p| (p.order.order_no().to_owned(), p.source.offset))
+            .collect()
+    }
+
+    fn failures(plan: &Plan, outcome: WriteOutcome) -> Vec<(String, i64)> {
+        plan.response(outcome)
+            .batch_item_failures
+            .into_iter()
+            .map(|f| (f.item_identifier.partition, f.item_identifier.offset))
+            .collect()
+    }
+
+    fn mixed_batch() -> Vec<DecodedPartition> {
+        vec![
+            partition(
+                "orders",
+                0,
+                vec![
+                    (10, order("SO-1", "Jones")),
+                    (11, poison("bad json")),
+                    (12, order("SO-2", "Gill")),
+                ],
+            ),
+            partition(
+                "eu.orders-v2",
+                3,
+                vec![(5, Payload::Tombstone), (6, order("SO-3", "Jones"))],
+            ),
+            partition("orders", 1, vec![(7, Payload::Tombstone)]),
+        ]
+    }
+
+    #[test]
+    fn dead_letter_policy_writes_around_the_poison_record() {
+        let plan = plan(mixed_batch(), PoisonPolicy::DeadLetter);
+        assert_eq!(
+            written(&plan),
+            vec![("SO-1".into(), 10), ("SO-2".into(), 12), ("SO-3".into(), 6)]
+        );
+        assert_eq!(plan.dead_letters.len(), 1);
+        assert_eq!(plan.dead_letters[0].source.offset, 11);
+        assert_eq!(plan.dead_letters[0].partition_key.as_str(), "orders-0");
+        assert_eq!(plan.dead_letters[0].poison.reason, "bad json");
+        assert_eq!(
+            plan.counts,
+            Counts {
+                received: 6,
+                orders: 3,
+                superseded: 0,
+                tombstones: 2,
+                dead_lettered: 1,
+                poison_reported: 0,
+                held_back: 0
+            }
+        );
+        assert_eq!(failures(&plan, WriteOutcome::Committed), vec![]);
+        assert_eq!(plan.distinct_customers(), vec!["Gill", "Jones"]);
+    }
+
+    #[test]
+    fn report_policy_stops_the_partition_at_the_poison_record_only() {
+        let plan = plan(mixed_batch(), PoisonPolicy::Report);
+        assert_eq!(
+            written(&plan),
+            vec![("SO-1".into(), 10), ("SO-3".into(), 6)]
+        );
+        assert!(plan.dead_letters.is_empty());
+        assert_eq!(plan.counts.poison_reported, 1);
+        assert_eq!(plan.counts.held_back, 1);
+        assert_eq!(plan.counts.received, 6);
+        assert_eq!(
+            failures(&plan, WriteOutcome::Committed),
+            vec![("orders-0".into(), 11)]
+        );
+    }
+
+    #[test]
+    fn failed_write_reports_first_pending_record_of_each_partition_with_writes() {
+        let plan = plan(mixed_batch(), PoisonPolicy::DeadLetter);
+        // eu.orders-v2-3 restarts at 6, not at the tombstone 5; orders-1 holds only a tombstone.
+        assert_eq!(
+            failures(&plan, WriteOutcome::NotWritten),
+            vec![("orders-0".into(), 10), ("eu.orders-v2-3".into(), 6)]
+        );
+    }
+
+    #[test]
+    fn failed_write_under_report_policy_reports_poison_at_the_head_of_a_partition() {
+        let batch = vec![
+            partition(
+                "orders",
+                0,
+                vec![(4, poison("bad")), (5, order("SO-1", "Jones"))],
+            ),
+            partition("orders", 1, vec![(8, order("SO-2", "Jones"))]),
+        ];
+        let plan = plan(batch, PoisonPolicy::Report);
+        assert_eq!(
+            failures(&plan, WriteOutcome::Committed),
+            vec![("orders-0".into(), 4)]
+        );
+        assert_eq!(
+            failures(&plan, WriteOutcome::NotWritten),
+            vec![("orders-0".into(), 4), ("orders-1".into(), 8)]
+        );
+    }
+
+    #[test]
+    fn later_record_of_the_same_order_wins_within_a_batch() {
+        let batch = vec![partition(
+            "orders",
+            0,
+            vec![
+                (1, order("SO-1", "Jones")),
+                (2, order("SO-1", "Gill")),
+                (3, order("SO-2", "Kivell")),
+            ],
+        )];
+        let plan = plan(batch, PoisonPolicy::DeadLetter);
+        assert_eq!(written(&plan), vec![("SO-1".into(), 2), ("SO-2".into(), 3)]);
+        assert_eq!(plan.orders[0].order.customer(), "Gill");
+        assert_eq!(plan.counts.superseded, 1);
+        assert_eq!(plan.distinct_customers(), vec!["Gill", "Kivell"]);
+    }
+
+    #[test]
+    fn ordering_rule() {
+        assert!(
+            supersedes(&source("t", 0, 5, 1), &source("t", 0, 4, 9)),
+            "same partition: offset decides"
+        );
+        assert!(!supersedes(&source("t", 0, 4, 9), &source("t", 0, 5, 1)));
+        assert!(
+            !supersedes(&source("t", 0, 4, 1), &source("t", 0, 4, 1)),
+            "a replay never supersedes itself"
+        );
+        assert!(
+            supersedes(&source("t", 1, 0, 2), &source("t", 0, 99, 1)),
+            "across partitions: timestamp decides"
+        );
+        assert!(!supersedes(&source("t", 0, 99, 1), &source("t", 1, 0, 2)));
+        assert!(
+            supersedes(&source("t", 1, 0, 1), &source("t", 0, 9, 1)),
+            "equal timestamps: partition decides"
+        );
+    }
+
+    #[test]
+    fn empty_event_plans_nothing_and_reports_nothing() {
+        let plan = plan(vec![], PoisonPolicy::DeadLetter);
+        assert!(!plan.has_writes());
+        assert_eq!(
+            plan.response(WriteOutcome::NotWritten),
+            BatchResponse::default()
+        );
+    }
+}

@@ -1,0 +1,61 @@
+//! The Kafka partial batch response, exactly as Lambda's event source mapping reads it:
+//! `{"batchItemFailures":[{"itemIdentifier":{"partition":"orders-3","offset":42}}]}`.
+//! `aws_lambda_events` has no released type for it, hence these.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::PartitionKey;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchResponse {
+    pub batch_item_failures: Vec<BatchItemFailure>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchItemFailure {
+    pub item_identifier: ItemIdentifier,
+}
+
+/// `partition` is the `records` map key of the failed record; Lambda redelivers that
+/// partition from `offset` on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemIdentifier {
+    pub partition: String,
+    pub offset: i64,
+}
+
+impl BatchResponse {
+    pub fn retry_from(failures: impl IntoIterator<Item = (PartitionKey, i64)>) -> Self {
+        Self {
+            batch_item_failures: failures
+                .into_iter()
+                .map(|(partition, offset)| BatchItemFailure {
+                    item_identifier: ItemIdentifier {
+                        partition: partition.as_str().to_owned(),
+                        offset,
+                    },
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_format_is_exact() {
+        let response = BatchResponse::retry_from([(PartitionKey::new("orders-3"), 42)]);
+        assert_eq!(
+            serde_json::to_string(&response).unwrap(),
+            r#"{"batchItemFailures":[{"itemIdentifier":{"partition":"orders-3","offset":42}}]}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&BatchResponse::default()).unwrap(),
+            r#"{"batchItemFailures":[]}"#
+        );
+    }
+}

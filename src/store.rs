@@ -1,0 +1,241 @@
+//! The write: every order and dead letter of an invocation in one SQL statement, so it commits
+//! or fails as a whole, in one round trip, whatever the batch size.
+//!
+//! Idempotence and order: an order row is replaced only by a record that `plan::supersedes` it
+//! (same partition: a higher offset; other partition: a later timestamp, then topic and
+//! partition). Replaying a batch, or any suffix of a partition, therefore changes nothing, and
+//! an older record never overwrites a newer one. Dead letters are keyed by their Kafka
+//! position and inserted once.
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use serde_json::json;
+use sqlx::{PgPool, Row};
+
+use crate::enrich::Locations;
+use crate::event::Header;
+use crate::plan::Plan;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Order rows inserted or replaced (a replayed record changes none).
+    pub orders_changed: i64,
+    /// Dead letters inserted (a replayed one is not inserted again).
+    pub dead_letters_inserted: i64,
+    pub customers_not_found: usize,
+    pub round_trips: usize,
+}
+
+const WRITE: &str = r#"
+WITH orders AS (
+    INSERT INTO enriched_orders AS current (
+        order_no, order_date, region, customer, item, units, unit_cost, total,
+        customer_found, address, longitude, latitude,
+        source_topic, source_partition, source_offset, source_timestamp)
+    SELECT * FROM UNNEST(
+        $1::text[], $2::date[], $3::text[], $4::text[], $5::text[], $6::int4[], $7::numeric[], $8::numeric[],
+        $9::bool[], $10::text[], $11::numeric[], $12::numeric[],
+        $13::text[], $14::int4[], $15::int8[], $16::timestamptz[])
+    ON CONFLICT (order_no) DO UPDATE SET
+        order_date = EXCLUDED.order_date, region = EXCLUDED.region, customer = EXCLUDED.customer,
+        item = EXCLUDED.item, units = EXCLUDED.units, unit_cost = EXCLUDED.unit_cost,
+        total = EXCLUDED.total, customer_found = EXCLUDED.customer_found, address = EXCLUDED.address,
+        longitude = EXCLUDED.longitude, latitude = EXCLUDED.latitude,
+        source_topic = EXCLUDED.source_topic, source_partition = EXCLUDED.source_partition,
+        source_offset = EXCLUDED.source_offset, source_timestamp = EXCLUDED.source_timestamp,
+        written_at = now()
+    WHERE CASE
+        WHEN current.source_topic = EXCLUDED.source_topic AND current.source_partition = EXCLUDED.source_partition
+            THEN current.source_offset < EXCLUDED.source_offset
+        ELSE (COALESCE(current.source_timestamp, '-infinity'), current.source_topic COLLATE "C", current.source_partition)
+           < (COALESCE(EXCLUDED.source_timestamp, '-infinity'), EXCLUDED.source_topic COLLATE "C", EXCLUDED.source_partition)
+    END
+    RETURNING 1
+), dead AS (
+    INSERT INTO dead_letters (
+        source_topic, source_partition, source_offset, source_timestamp, partition_key,
+        reason, raw_key, raw_value, headers)
+    SELECT topic, part, off, ts, pkey, reason, rkey, rvalue, hdrs::jsonb FROM UNNEST(
+        $17::text[], $18::int4[], $19::int8[], $20::timestamptz[], $21::text[],
+        $22::text[], $23::bytea[], $24::bytea[], $25::text[])
+        AS d(topic, part, off, ts, pkey, reason, rkey, rvalue, hdrs)
+    ON CONFLICT (source_topic, source_partition, source_offset) DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM orders) AS orders_changed, (SELECT count(*) FROM dead) AS dead_letters_inserted
+"#;
+
+/// Column arrays for the statement's `UNNEST`s.
+#[derive(Default)]
+struct OrderColumns<'a> {
+    order_no: Vec<&'a str>,
+    order_date: Vec<NaiveDate>,
+    region: Vec<&'a str>,
+    customer: Vec<&'a str>,
+    item: Vec<&'a str>,
+    units: Vec<i32>,
+    unit_cost: Vec<Decimal>,
+    total: Vec<Decimal>,
+    customer_found: Vec<bool>,
+    address: Vec<Option<&'a str>>,
+    longitude: Vec<Option<Decimal>>,
+    latitude: Vec<Option<Decimal>>,
+    topic: Vec<&'a str>,
+    partition: Vec<i32>,
+    offset: Vec<i64>,
+    timestamp: Vec<Option<DateTime<Utc>>>,
+}
+
+#[derive(Default)]
+struct DeadLetterColumns<'a> {
+    topic: Vec<&'a str>,
+    partition: Vec<i32>,
+    offset: Vec<i64>,
+    timestamp: Vec<Option<DateTime<Utc>>>,
+    partition_key: Vec<&'a str>,
+    reason: Vec<String>,
+    raw_key: Vec<Option<&'a [u8]>>,
+    raw_value: Vec<Option<&'a [u8]>>,
+    headers: Vec<String>,
+}
+
+pub async fn write(
+    pool: &PgPool,
+    plan: &Plan,
+    locations: &Locations,
+) -> Result<WriteStats, sqlx::Error> {
+    let mut stats = WriteStats::default();
+    if !plan.has_writes() {
+        return Ok(stats);
+    }
+    let mut o = OrderColumns::default();
+    for planned in &plan.orders {
+        let order = &planned.order;
+        let location = locations.get(order.customer()).and_then(Option::as_ref);
+        if location.is_none() {
+            stats.customers_not_found += 1;
+        }
+        o.order_no.push(order.order_no());
+        o.order_date.push(order.order_date());
+        o.region.push(order.region());
+        o.customer.push(order.customer());
+        o.item.push(order.item());
+        o.units.push(order.units());
+        o.unit_cost.push(order.unit_cost());
+        o.total.push(order.total());
+        o.customer_found.push(location.is_some());
+        o.address.push(location.and_then(|l| l.address.as_deref()));
+        o.longitude.push(location.and_then(|l| l.longitude));
+        o.latitude.push(location.and_then(|l| l.latitude));
+        o.topic.push(&planned.source.topic);
+        o.partition.push(planned.source.partition);
+        o.offset.push(planned.source.offset);
+        o.timestamp.push(
+            planned
+                .source
+                .timestamp_ms
+                .and_then(DateTime::from_timestamp_millis),
+        );
+    }
+    let mut d = DeadLetterColumns::default();
+    for dead in &plan.dead_letters {
+        d.topic.push(&dead.source.topic);
+        d.partition.push(dead.source.partition);
+        d.offset.push(dead.source.offset);
+        d.timestamp.push(
+            dead.source
+                .timestamp_ms
+                .and_then(DateTime::from_timestamp_millis),
+        );
+        d.partition_key.push(dead.partition_key.as_str());
+        d.reason.push(storable_text(&dead.poison.reason));
+        d.raw_key.push(dead.poison.raw_key.as_deref());
+        d.raw_value.push(dead.poison.raw_value.as_deref());
+        d.headers.push(headers_json(&dead.poison.headers));
+    }
+
+    let row = sqlx::query(WRITE)
+        .bind(o.order_no)
+        .bind(o.order_date)
+        .bind(o.region)
+        .bind(o.customer)
+        .bind(o.item)
+        .bind(o.units)
+        .bind(o.unit_cost)
+        .bind(o.total)
+        .bind(o.customer_found)
+        .bind(o.address)
+        .bind(o.longitude)
+        .bind(o.latitude)
+        .bind(o.topic)
+        .bind(o.partition)
+        .bind(o.offset)
+        .bind(o.timestamp)
+        .bind(d.topic)
+        .bind(d.partition)
+        .bind(d.offset)
+        .bind(d.timestamp)
+        .bind(d.partition_key)
+        .bind(d.reason)
+        .bind(d.raw_key)
+        .bind(d.raw_value)
+        .bind(d.headers)
+        .fetch_one(pool)
+        .await?;
+    stats.round_trips = 1;
+    stats.orders_changed = row.try_get("orders_changed")?;
+    stats.dead_letters_inserted = row.try_get("dead_letters_inserted")?;
+    Ok(stats)
+}
+
+/// PostgreSQL text cannot hold NUL; a reason quoting input must still be storable.
+fn storable_text(text: &str) -> String {
+    text.replace('\0', "\\0")
+}
+
+/// Headers as operators can read them: UTF-8 values as text, anything else as base64.
+fn headers_json(headers: &[Header]) -> String {
+    let entries: Vec<serde_json::Value> = headers
+        .iter()
+        .map(|header| {
+            let name = storable_text(&header.name);
+            match header.value.as_deref() {
+                None => json!({ "name": name, "value": null }),
+                Some(bytes) => match std::str::from_utf8(bytes) {
+                    Ok(text) if !text.contains('\0') => json!({ "name": name, "value": text }),
+                    _ => json!({ "name": name, "value_base64": BASE64.encode(bytes) }),
+                },
+            }
+        })
+        .collect();
+    serde_json::Value::Array(entries).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_readable_json() {
+        let headers = vec![
+            Header {
+                name: "city".into(),
+                value: Some("Montréal".as_bytes().to_vec()),
+            },
+            Header {
+                name: "bin".into(),
+                value: Some(vec![0xff, 0x00]),
+            },
+            Header {
+                name: "empty".into(),
+                value: None,
+            },
+        ];
+        assert_eq!(
+            headers_json(&headers),
+            r#"[{"name":"city","value":"Montréal"},{"name":"bin","value_base64":"/wA="},{"name":"empty","value":null}]"#
+        );
+    }
+}
