@@ -15,6 +15,8 @@ use crate::plan::{self, Counts, PoisonPolicy, WriteOutcome};
 use crate::response::BatchResponse;
 use crate::store::{self, WriteStats};
 
+pub const APPLICATION_NAME: &str = "msk-order-enricher";
+
 /// What lives for the whole execution environment and is reused by every invocation.
 pub struct App {
     pool: PgPool,
@@ -31,7 +33,8 @@ impl App {
             .max_connections(config.pool_size)
             .min_connections(0)
             .acquire_timeout(config.connect_timeout)
-            .connect_lazy_with(config.database.clone());
+            // Named, so operators can tell the function's sessions apart in pg_stat_activity.
+            .connect_lazy_with(config.database.clone().application_name(APPLICATION_NAME));
         Self::with_pool(pool, config)
     }
 

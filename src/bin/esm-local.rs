@@ -2,6 +2,7 @@
 //!
 //! - `esm-local setup-db --customers fixtures/customers.csv`: apply `migrations/` and load customers.
 //! - `esm-local event --partitions 3 fixtures/orders.jsonl > event.json`: an MSK event from an order file.
+//! - `esm-local show`: print what the function wrote.
 //! - `esm-local invoke fixtures/events/sample-orders.json ...`: start the function binary against a
 //!   local Lambda Runtime API, invoke it with each event and print each batch response.
 
@@ -41,6 +42,8 @@ enum Command {
         first_offset: i64,
         files: Vec<PathBuf>,
     },
+    /// Print the enriched orders and dead letters in DATABASE_URL.
+    Show,
     /// Run the function binary against a local Runtime API and invoke it with each event file.
     Invoke {
         /// The function binary (default: the msk-order-enricher built next to this tool).
@@ -92,16 +95,65 @@ async fn run(command: Command) -> Result<(), Error> {
             timeout_secs,
             events,
         } => invoke(function, timeout_secs, events).await,
+        Command::Show => show().await,
     }
 }
 
-async fn setup_db(customers: Option<PathBuf>) -> Result<(), Error> {
+async fn connect() -> Result<sqlx::PgPool, Error> {
     let url = std::env::var("DATABASE_URL").map_err(|_| "DATABASE_URL is not set")?;
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .connect(&url)
         .await
         .map_err(|e| format!("connecting: {e}"))?;
+    Ok(pool)
+}
+
+type OrderLine = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+);
+
+async fn show() -> Result<(), Error> {
+    let pool = connect().await?;
+    let orders: Vec<OrderLine> = sqlx::query_as(
+        "SELECT order_no, order_date::text, customer, units::text || ' x ' || unit_cost::text || ' = ' || total::text,
+                item, address, longitude::text, latitude::text,
+                source_topic || '-' || source_partition || '@' || source_offset
+         FROM enriched_orders ORDER BY order_no",
+    )
+    .fetch_all(&pool)
+    .await?;
+    println!("enriched_orders ({} rows):", orders.len());
+    for (no, date, customer, amount, item, address, longitude, latitude, source) in orders {
+        let location = match (address, longitude, latitude) {
+            (Some(a), Some(lo), Some(la)) => format!("{a} ({la}, {lo})"),
+            _ => "customer not found".to_owned(),
+        };
+        println!("  {no}  {date}  {customer:<9} {item:<7} {amount:<22} {location}  [{source}]");
+    }
+    let dead: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT partition_key || '@' || source_offset, reason, encode(coalesce(raw_value, ''), 'escape')
+         FROM dead_letters ORDER BY source_topic, source_partition, source_offset",
+    )
+    .fetch_all(&pool)
+    .await?;
+    println!("dead_letters ({} rows):", dead.len());
+    for (position, reason, value) in dead {
+        println!("  {position}  {reason}\n      value: {value}");
+    }
+    Ok(())
+}
+
+async fn setup_db(customers: Option<PathBuf>) -> Result<(), Error> {
+    let pool = connect().await?;
     db::migrate(&pool).await?;
     println!("migrations applied from {}", db::migrations_dir().display());
     if let Some(file) = customers {
@@ -136,7 +188,7 @@ async fn invoke(
         .into());
     }
     let api = RuntimeApi::start().await?;
-    let mut child = api.spawn_function(&function, &[], false)?;
+    let mut child = api.function_command(&function).spawn()?;
     let timeout = Duration::from_secs(timeout_secs);
     for file in &events {
         let body = std::fs::read(file).map_err(|e| format!("reading {}: {e}", file.display()))?;

@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::sync::{oneshot, Notify};
 
 const PREFIX: &str = "/2018-06-01/runtime";
@@ -155,14 +155,9 @@ impl RuntimeApi {
         self.shared.polls.load(Ordering::Relaxed)
     }
 
-    /// Starts `binary` as Lambda would, pointed at this API, with `env` added to the
-    /// environment. Its stdout and stderr go to this process's unless `quiet`.
-    pub fn spawn_function(
-        &self,
-        binary: &Path,
-        env: &[(String, String)],
-        quiet: bool,
-    ) -> std::io::Result<Child> {
+    /// A command that starts `binary` as Lambda would, pointed at this API. Add the function's
+    /// own configuration with `env` and spawn it.
+    pub fn function_command(&self, binary: &Path) -> Command {
         let mut command = Command::new(binary);
         command
             .env("AWS_LAMBDA_RUNTIME_API", self.address.to_string())
@@ -175,13 +170,9 @@ impl RuntimeApi {
                 "/aws/lambda/msk-order-enricher",
             )
             .env("AWS_REGION", "us-east-1")
-            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .kill_on_drop(true);
-        if quiet {
-            command.stdout(Stdio::null()).stderr(Stdio::null());
-        }
-        command.spawn()
+        command
     }
 }
 

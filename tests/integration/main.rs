@@ -1,0 +1,12 @@
+//! Integration tests: one binary (one link, one shared PostgreSQL server), one module per
+//! behaviour. Every test that touches data talks to a real PostgreSQL.
+
+mod pg;
+mod support;
+
+mod decoding;
+mod enrichment;
+mod outage;
+mod poison;
+mod replay;
+mod runtime;

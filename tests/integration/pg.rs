@@ -1,0 +1,221 @@
+//! Throwaway PostgreSQL servers for the tests: `initdb` in a temporary directory, a free port
+//! on 127.0.0.1, stopped and deleted afterwards. Run as the `postgres` user when the tests run
+//! as root, since the server refuses to run as root.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use tempfile::TempDir;
+
+pub struct PgServer {
+    bin_dir: PathBuf,
+    dir: TempDir,
+    port: u16,
+    run_as_postgres: bool,
+}
+
+impl PgServer {
+    /// Initialises and starts a new server. Panics with what is missing when it cannot.
+    pub fn start() -> Self {
+        let bin_dir = find_bin_dir().unwrap_or_else(|| {
+            panic!(
+                "PostgreSQL server binaries (initdb, pg_ctl) not found on PATH, in PG_BIN_DIR or under \
+                 /usr/lib/postgresql/*/bin. Install them (Debian: apt-get install -y postgresql) or set \
+                 DATABASE_URL to a server where this user may create databases."
+            )
+        });
+        let run_as_postgres = unsafe { libc::geteuid() } == 0;
+        let dir = tempfile::Builder::new()
+            .prefix("enricher-pg-")
+            .tempdir()
+            .expect("creating a temporary directory");
+        if run_as_postgres {
+            let (uid, gid) = postgres_ids();
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
+                .expect("giving the directory to postgres");
+        }
+        let server = Self {
+            bin_dir,
+            dir,
+            port: free_port(),
+            run_as_postgres,
+        };
+        server.run(
+            "initdb",
+            &[
+                "-D",
+                &server.data_dir(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+        );
+        server.start_again();
+        server
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Stops the server, cutting existing connections (as a failover or crash would).
+    pub fn stop(&self) {
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data_dir(), "-m", "fast", "-w", "stop"],
+        );
+    }
+
+    pub fn start_again(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("server.log");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data_dir(),
+                "-l",
+                &log.display().to_string(),
+                "-o",
+                &options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        );
+    }
+
+    fn data_dir(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> Output {
+        let binary = self.bin_dir.join(program);
+        let mut command = if self.run_as_postgres {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(&binary);
+            command
+        } else {
+            Command::new(&binary)
+        };
+        let output = command
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap_or_else(|error| panic!("running {}: {error}", binary.display()));
+        if !output.status.success() {
+            let log =
+                std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+            panic!(
+                "{} {args:?} failed ({}):\n{}\n{}\nserver log:\n{log}",
+                binary.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        output
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        self.stop_quietly();
+    }
+}
+
+impl PgServer {
+    /// Stops the server without waiting for clients and without panicking (for Drop and exit).
+    fn stop_quietly(&self) {
+        let binary = self.bin_dir.join("pg_ctl");
+        let data = self.data_dir();
+        let args = ["-D", data.as_str(), "-m", "immediate", "-w", "stop"];
+        let _ = if self.run_as_postgres {
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&binary)
+                .args(args)
+                .output()
+        } else {
+            Command::new(&binary).args(args).output()
+        };
+    }
+}
+
+/// The server the tests of this process share (each test makes its own database on it),
+/// stopped when the process exits. `DATABASE_URL`, when set, names a server to use instead.
+pub fn shared_admin_url() -> String {
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        return url;
+    }
+    static SHARED: OnceLock<PgServer> = OnceLock::new();
+    let server = SHARED.get_or_init(|| {
+        extern "C" fn stop_shared() {
+            if let Some(server) = SHARED.get() {
+                // Statics are never dropped: stop it explicitly on exit.
+                server.stop_quietly();
+                let _ = std::fs::remove_dir_all(server.dir.path());
+            }
+        }
+        let server = PgServer::start();
+        unsafe { libc::atexit(stop_shared) };
+        server
+    });
+    server.url("postgres")
+}
+
+fn find_bin_dir() -> Option<PathBuf> {
+    if let Ok(dir) = std::env::var("PG_BIN_DIR") {
+        return Some(PathBuf::from(dir)).filter(|dir| dir.join("initdb").exists());
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .find(|dir| dir.join("initdb").exists() && dir.join("pg_ctl").exists());
+    if let Some(dir) = on_path {
+        // Follow links (/usr/local/bin/initdb -> /usr/lib/postgresql/15/bin/initdb) so that
+        // pg_ctl finds the matching postgres binary beside it.
+        let real = std::fs::canonicalize(dir.join("initdb")).ok();
+        return real
+            .and_then(|path| path.parent().map(Path::to_path_buf))
+            .or(Some(dir));
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path().join("bin")))
+        .filter(|dir| dir.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions.pop()
+}
+
+fn postgres_ids() -> (u32, u32) {
+    let id = |flag: &str| -> u32 {
+        let output = Command::new("id")
+            .args([flag, "postgres"])
+            .output()
+            .expect("running id");
+        String::from_utf8_lossy(&output.stdout).trim().parse().unwrap_or_else(|_| {
+            panic!("running as root but there is no `postgres` user to run the server as (useradd postgres)")
+        })
+    };
+    (id("-u"), id("-g"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("finding a free port")
+}

@@ -1,0 +1,174 @@
+//! Helpers shared by the integration tests: a fresh database per test, the function's `App`
+//! configured against it, fixtures, and snapshots of what the function wrote.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use msk_order_enricher::config::Config;
+use msk_order_enricher::event::KafkaEvent;
+use msk_order_enricher::handler::{self, App, Summary};
+use msk_order_enricher::local::db;
+use msk_order_enricher::response::BatchResponse;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool, Row};
+
+pub struct TestDb {
+    pub url: String,
+    pub pool: PgPool,
+}
+
+/// A new database with the schema and the sample customers, on the shared test server.
+pub async fn fresh_db() -> TestDb {
+    fresh_db_on(&crate::pg::shared_admin_url()).await
+}
+
+/// A new database with the schema and the sample customers, on the server of `admin_url`.
+pub async fn fresh_db_on(admin_url: &str) -> TestDb {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let name = format!(
+        "enricher_test_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut admin = PgConnection::connect(admin_url)
+        .await
+        .expect("connecting to the test server");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("creating the test database");
+    admin.close().await.ok();
+    let url = with_database(admin_url, &name);
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&url)
+        .await
+        .expect("connecting to the test database");
+    db::migrate(&pool).await.expect("applying migrations");
+    let customers = db::parse_customers_csv(include_str!("../../fixtures/customers.csv"))
+        .expect("sample customers");
+    db::upsert_customers(&pool, &customers)
+        .await
+        .expect("loading customers");
+    TestDb { url, pool }
+}
+
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let authority_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match base[authority_end..].find('/') {
+        Some(slash) => &base[..authority_end + slash],
+        None => base,
+    };
+    format!("{base}/{database}{query}")
+}
+
+/// The function's state for `url`, with extra configuration variables.
+pub fn app(url: &str, vars: &[(&str, &str)]) -> App {
+    let mut map: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    map.entry("DATABASE_URL".into())
+        .or_insert_with(|| url.to_owned());
+    map.entry("DB_CONNECT_TIMEOUT_MS".into())
+        .or_insert_with(|| "2000".to_owned());
+    let config = Config::from_lookup(|name| map.get(name).cloned()).expect("test configuration");
+    App::new(&config)
+}
+
+pub fn fixture_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+pub fn event(name: &str) -> KafkaEvent {
+    let text =
+        std::fs::read_to_string(fixture_path(&format!("events/{name}"))).expect("reading fixture");
+    serde_json::from_str(&text).expect("fixture is an MSK event")
+}
+
+/// Processes an event with no deadline.
+pub async fn process(app: &App, event: KafkaEvent) -> (BatchResponse, Summary) {
+    handler::process(app, event, None).await
+}
+
+pub async fn process_by(
+    app: &App,
+    event: KafkaEvent,
+    deadline: Instant,
+) -> (BatchResponse, Summary) {
+    handler::process(app, event, Some(deadline)).await
+}
+
+/// The response as `(partition, offset)` pairs.
+pub fn reported(response: &BatchResponse) -> Vec<(String, i64)> {
+    response
+        .batch_item_failures
+        .iter()
+        .map(|failure| {
+            (
+                failure.item_identifier.partition.clone(),
+                failure.item_identifier.offset,
+            )
+        })
+        .collect()
+}
+
+/// Every column of every `enriched_orders` row as text, `written_at` included: a replay that
+/// rewrote a row, even with equal values, would show.
+pub async fn orders_snapshot(pool: &PgPool) -> Vec<Vec<Option<String>>> {
+    let rows = sqlx::query(
+        "SELECT order_no, order_date::text, region, customer, item, units::text, unit_cost::text, total::text,
+                customer_found::text, address, longitude::text, latitude::text, source_topic,
+                source_partition::text, source_offset::text, source_timestamp::text, written_at::text
+         FROM enriched_orders ORDER BY order_no",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("reading enriched_orders");
+    rows.iter()
+        .map(|row| (0..17).map(|i| row.get::<Option<String>, _>(i)).collect())
+        .collect()
+}
+
+/// The same without `written_at`, to compare two databases.
+pub async fn orders_content(pool: &PgPool) -> Vec<Vec<Option<String>>> {
+    orders_snapshot(pool)
+        .await
+        .into_iter()
+        .map(|mut row| {
+            row.pop();
+            row
+        })
+        .collect()
+}
+
+pub async fn count(pool: &PgPool, table: &str) -> i64 {
+    sqlx::query(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+        .fetch_one(pool)
+        .await
+        .expect("counting rows")
+        .get(0)
+}
+
+/// `(address, longitude, latitude, customer_found)` of an order, as text.
+pub async fn location_of(
+    pool: &PgPool,
+    order_no: &str,
+) -> (Option<String>, Option<String>, Option<String>, bool) {
+    let row = sqlx::query(
+        "SELECT address, longitude::text, latitude::text, customer_found FROM enriched_orders WHERE order_no = $1",
+    )
+    .bind(order_no)
+    .fetch_one(pool)
+    .await
+    .unwrap_or_else(|error| panic!("order {order_no} not found: {error}"));
+    (row.get(0), row.get(1), row.get(2), row.get(3))
+}
