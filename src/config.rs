@@ -3,39 +3,101 @@
 
 use std::fmt;
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::PgConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 use crate::plan::PoisonPolicy;
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Config {
-    pub database: PgConnectOptions,
+    pub database: DatabaseSource,
+    pub tls: TlsSettings,
     pub pool_size: u32,
     pub connect_timeout: Duration,
     pub cache_ttl: Duration,
     pub cache_capacity: NonZeroUsize,
     pub poison_policy: PoisonPolicy,
     pub deadline_margin: Duration,
+    pub metrics: MetricsConfig,
 }
 
-impl fmt::Debug for Config {
+/// Where the connection details come from.
+#[derive(Clone)]
+pub enum DatabaseSource {
+    /// `DATABASE_URL`, credentials included.
+    Url(Box<PgConnectOptions>),
+    /// `DB_SECRET_ARN`: an RDS-style Secrets Manager secret, read at init and again when the
+    /// database rejects the password (rotation).
+    Secret(SecretRef),
+}
+
+impl fmt::Debug for DatabaseSource {
     // PgConnectOptions holds the password: never print it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("database_host", &self.database.get_host())
-            .field("database_port", &self.database.get_port())
-            .field("database_name", &self.database.get_database())
-            .field("pool_size", &self.pool_size)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("cache_ttl", &self.cache_ttl)
-            .field("cache_capacity", &self.cache_capacity)
-            .field("poison_policy", &self.poison_policy)
-            .field("deadline_margin", &self.deadline_margin)
-            .finish()
+        match self {
+            Self::Url(options) => f
+                .debug_struct("Url")
+                .field("host", &options.get_host())
+                .field("port", &options.get_port())
+                .field("database", &options.get_database())
+                .finish_non_exhaustive(),
+            Self::Secret(reference) => f.debug_tuple("Secret").field(reference).finish(),
+        }
     }
+}
+
+/// A secret and the connection details that override the secret's (e.g. an RDS Proxy endpoint).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretRef {
+    pub arn: String,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub dbname: Option<String>,
+}
+
+/// `DB_SSL_MODE`: the subset of libpq's modes that make sense for this function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// `None`: what the URL says (sqlx's default, `prefer`, when it says nothing).
+    pub mode: Option<SslMode>,
+    /// CA bundle to verify the server with; without it, the Mozilla roots built into the binary
+    /// (which include Amazon Trust Services, RDS Proxy's chain; not the RDS CA).
+    pub root_cert: Option<PathBuf>,
+}
+
+impl TlsSettings {
+    pub fn apply(&self, mut options: PgConnectOptions) -> PgConnectOptions {
+        if let Some(mode) = self.mode {
+            options = options.ssl_mode(match mode {
+                SslMode::Disable => PgSslMode::Disable,
+                SslMode::Require => PgSslMode::Require,
+                SslMode::VerifyCa => PgSslMode::VerifyCa,
+                SslMode::VerifyFull => PgSslMode::VerifyFull,
+            });
+        }
+        if let Some(root_cert) = &self.root_cert {
+            options = options.ssl_root_cert(root_cert);
+        }
+        options
+    }
+}
+
+/// CloudWatch Embedded Metric Format settings; no namespace means no metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetricsConfig {
+    pub namespace: Option<String>,
+    pub dimensions: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,14 +114,23 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// The variables and their defaults; the README's configuration table mirrors this.
+/// The variables; the README's configuration table lists them with their defaults.
 pub const DATABASE_URL: &str = "DATABASE_URL";
+pub const DB_SECRET_ARN: &str = "DB_SECRET_ARN";
+pub const DB_HOST: &str = "DB_HOST";
+pub const DB_PORT: &str = "DB_PORT";
+pub const DB_NAME: &str = "DB_NAME";
+pub const DB_SSL_MODE: &str = "DB_SSL_MODE";
+pub const DB_SSL_ROOT_CERT: &str = "DB_SSL_ROOT_CERT";
 pub const DB_POOL_SIZE: &str = "DB_POOL_SIZE";
 pub const DB_CONNECT_TIMEOUT_MS: &str = "DB_CONNECT_TIMEOUT_MS";
 pub const CACHE_TTL_SECONDS: &str = "CACHE_TTL_SECONDS";
 pub const CACHE_MAX_ENTRIES: &str = "CACHE_MAX_ENTRIES";
 pub const POISON_RECORD_POLICY: &str = "POISON_RECORD_POLICY";
 pub const DEADLINE_MARGIN_MS: &str = "DEADLINE_MARGIN_MS";
+pub const METRICS_NAMESPACE: &str = "METRICS_NAMESPACE";
+pub const METRICS_DIMENSIONS: &str = "METRICS_DIMENSIONS";
+pub const DEFAULT_METRICS_NAMESPACE: &str = "MskOrderEnricher";
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -68,25 +139,68 @@ impl Config {
 
     /// Reads the configuration through `lookup` (the environment in production, a map in tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let database_url = lookup(DATABASE_URL)
-            .filter(|url| !url.trim().is_empty())
-            .ok_or_else(|| {
-                problem(
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let database = match (get(DATABASE_URL), get(DB_SECRET_ARN)) {
+            (Some(_), Some(_)) => {
+                return Err(problem(
                     DATABASE_URL,
-                    "is not set: give a postgres:// connection URL",
-                )
-            })?;
-        let scheme_ok =
-            database_url.starts_with("postgres://") || database_url.starts_with("postgresql://");
-        let parsed = PgConnectOptions::from_str(&database_url)
-            .ok()
-            .filter(|_| scheme_ok);
-        let database = parsed.ok_or_else(|| {
-            problem(
-                DATABASE_URL,
-                "is not a valid PostgreSQL URL (expected postgres://user:password@host:port/dbname)",
-            )
-        })?;
+                    "and DB_SECRET_ARN are both set: set one of them",
+                ))
+            }
+            (None, None) => {
+                return Err(problem(
+                    DATABASE_URL,
+                    "is not set: give a postgres:// connection URL, or DB_SECRET_ARN",
+                ))
+            }
+            (Some(url), None) => DatabaseSource::Url(Box::new(parse_url(&url)?)),
+            (None, Some(arn)) => {
+                if !arn.starts_with("arn:") {
+                    return Err(problem(
+                        DB_SECRET_ARN,
+                        &format!("is {arn:?}: expected a Secrets Manager ARN"),
+                    ));
+                }
+                DatabaseSource::Secret(SecretRef {
+                    arn,
+                    host: get(DB_HOST),
+                    port: get(DB_PORT)
+                        .map(|_| number(&lookup, DB_PORT, 5432u16, 1..=65535))
+                        .transpose()?,
+                    dbname: get(DB_NAME),
+                })
+            }
+        };
+        let mode = match get(DB_SSL_MODE).as_deref() {
+            None => match database {
+                // Credentials from a secret mean AWS: encrypted and verified unless told otherwise.
+                DatabaseSource::Secret(_) => Some(SslMode::VerifyFull),
+                DatabaseSource::Url(_) => None,
+            },
+            Some("disable") => Some(SslMode::Disable),
+            Some("require") => Some(SslMode::Require),
+            Some("verify-ca") => Some(SslMode::VerifyCa),
+            Some("verify-full") => Some(SslMode::VerifyFull),
+            Some(other) => {
+                return Err(problem(
+                    DB_SSL_MODE,
+                    &format!("is {other:?}: expected disable, require, verify-ca or verify-full"),
+                ))
+            }
+        };
+        let root_cert = get(DB_SSL_ROOT_CERT).map(PathBuf::from);
+        if let Some(path) = &root_cert {
+            if let Err(error) = std::fs::metadata(path) {
+                return Err(problem(
+                    DB_SSL_ROOT_CERT,
+                    &format!("is {}: {error}", path.display()),
+                ));
+            }
+        }
         let pool_size = number(&lookup, DB_POOL_SIZE, 2, 1..=50)?;
         let connect_timeout =
             Duration::from_millis(number(&lookup, DB_CONNECT_TIMEOUT_MS, 3000, 100..=60_000)?);
@@ -94,8 +208,8 @@ impl Config {
         let cache_capacity =
             NonZeroUsize::new(number(&lookup, CACHE_MAX_ENTRIES, 10_000, 1..=10_000_000)?)
                 .ok_or_else(|| problem(CACHE_MAX_ENTRIES, "must be at least 1"))?;
-        let poison_policy = match lookup(POISON_RECORD_POLICY).as_deref().map(str::trim) {
-            None | Some("") | Some("dead-letter") => PoisonPolicy::DeadLetter,
+        let poison_policy = match get(POISON_RECORD_POLICY).as_deref() {
+            None | Some("dead-letter") => PoisonPolicy::DeadLetter,
             Some("report") => PoisonPolicy::Report,
             Some(other) => {
                 return Err(problem(
@@ -106,16 +220,67 @@ impl Config {
         };
         let deadline_margin =
             Duration::from_millis(number(&lookup, DEADLINE_MARGIN_MS, 1000, 0..=600_000)?);
+        let metrics = metrics_config(&lookup)?;
         Ok(Self {
             database,
+            tls: TlsSettings { mode, root_cert },
             pool_size,
             connect_timeout,
             cache_ttl,
             cache_capacity,
             poison_policy,
             deadline_margin,
+            metrics,
         })
     }
+}
+
+fn parse_url(url: &str) -> Result<PgConnectOptions, ConfigError> {
+    let scheme_ok = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    PgConnectOptions::from_str(url)
+        .ok()
+        .filter(|_| scheme_ok)
+        .ok_or_else(|| {
+            problem(
+            DATABASE_URL,
+            "is not a valid PostgreSQL URL (expected postgres://user:password@host:port/dbname)",
+        )
+        })
+}
+
+fn metrics_config(lookup: &impl Fn(&str) -> Option<String>) -> Result<MetricsConfig, ConfigError> {
+    let namespace = match lookup(METRICS_NAMESPACE).map(|v| v.trim().to_owned()) {
+        None => Some(DEFAULT_METRICS_NAMESPACE.to_owned()),
+        Some(off) if off.is_empty() || off == "off" => None,
+        Some(namespace) => Some(namespace),
+    };
+    let dimensions = match lookup(METRICS_DIMENSIONS).map(|v| v.trim().to_owned()) {
+        Some(list) if !list.is_empty() => list
+            .split(',')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, value)) if !name.trim().is_empty() && !value.trim().is_empty() => {
+                    Ok((name.trim().to_owned(), value.trim().to_owned()))
+                }
+                _ => Err(problem(
+                    METRICS_DIMENSIONS,
+                    &format!("has {pair:?}: expected Name=Value pairs separated by commas"),
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        _ => lookup("AWS_LAMBDA_FUNCTION_NAME")
+            .map(|name| vec![("FunctionName".to_owned(), name)])
+            .unwrap_or_default(),
+    };
+    if dimensions.len() > 30 {
+        return Err(problem(
+            METRICS_DIMENSIONS,
+            "has more than 30 dimensions (CloudWatch's limit)",
+        ));
+    }
+    Ok(MetricsConfig {
+        namespace,
+        dimensions,
+    })
 }
 
 fn problem(variable: &'static str, problem: &str) -> ConfigError {
@@ -167,6 +332,7 @@ mod tests {
         "DATABASE_URL",
         "postgres://app:s3cret@db.internal:5432/orders",
     );
+    const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:orders-db-AbCdEf";
 
     #[test]
     fn defaults() {
@@ -177,8 +343,19 @@ mod tests {
         assert_eq!(c.cache_capacity.get(), 10_000);
         assert_eq!(c.poison_policy, PoisonPolicy::DeadLetter);
         assert_eq!(c.deadline_margin, Duration::from_secs(1));
-        assert_eq!(c.database.get_host(), "db.internal");
-        assert_eq!(c.database.get_database(), Some("orders"));
+        assert_eq!(c.tls, TlsSettings::default());
+        let DatabaseSource::Url(options) = &c.database else {
+            panic!("expected a URL")
+        };
+        assert_eq!(options.get_host(), "db.internal");
+        assert_eq!(options.get_database(), Some("orders"));
+        assert_eq!(
+            c.metrics,
+            MetricsConfig {
+                namespace: Some("MskOrderEnricher".into()),
+                dimensions: vec![]
+            }
+        );
     }
 
     #[test]
@@ -189,12 +366,55 @@ mod tests {
             ("CACHE_TTL_SECONDS", "0"),
             ("POISON_RECORD_POLICY", "report"),
             ("DEADLINE_MARGIN_MS", "2500"),
+            ("DB_SSL_MODE", "require"),
+            ("METRICS_NAMESPACE", "Orders/Prod"),
+            ("METRICS_DIMENSIONS", "Service=orders, Stage=prod"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "enricher-prod"),
         ])
         .unwrap();
         assert_eq!(c.pool_size, 4);
         assert_eq!(c.cache_ttl, Duration::ZERO);
         assert_eq!(c.poison_policy, PoisonPolicy::Report);
         assert_eq!(c.deadline_margin, Duration::from_millis(2500));
+        assert_eq!(c.tls.mode, Some(SslMode::Require));
+        assert_eq!(
+            c.metrics,
+            MetricsConfig {
+                namespace: Some("Orders/Prod".into()),
+                dimensions: vec![
+                    ("Service".into(), "orders".into()),
+                    ("Stage".into(), "prod".into())
+                ]
+            }
+        );
+    }
+
+    #[test]
+    fn secret_source_verifies_tls_by_default_and_takes_overrides() {
+        let c = config(&[
+            ("DB_SECRET_ARN", ARN),
+            ("DB_HOST", "proxy.proxy-abc.us-east-1.rds.amazonaws.com"),
+            ("DB_PORT", "6432"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "enricher-dev"),
+        ])
+        .unwrap();
+        let DatabaseSource::Secret(reference) = &c.database else {
+            panic!("expected a secret")
+        };
+        assert_eq!(
+            reference,
+            &SecretRef {
+                arn: ARN.into(),
+                host: Some("proxy.proxy-abc.us-east-1.rds.amazonaws.com".into()),
+                port: Some(6432),
+                dbname: None
+            }
+        );
+        assert_eq!(c.tls.mode, Some(SslMode::VerifyFull));
+        assert_eq!(
+            c.metrics.dimensions,
+            vec![("FunctionName".into(), "enricher-dev".into())]
+        );
     }
 
     #[test]
@@ -202,7 +422,15 @@ mod tests {
         let message = |vars: &[(&str, &str)]| config(vars).unwrap_err().to_string();
         assert_eq!(
             message(&[]),
-            "configuration error: DATABASE_URL is not set: give a postgres:// connection URL"
+            "configuration error: DATABASE_URL is not set: give a postgres:// connection URL, or DB_SECRET_ARN"
+        );
+        assert_eq!(
+            message(&[URL, ("DB_SECRET_ARN", ARN)]),
+            "configuration error: DATABASE_URL and DB_SECRET_ARN are both set: set one of them"
+        );
+        assert_eq!(
+            message(&[("DB_SECRET_ARN", "orders-db")]),
+            "configuration error: DB_SECRET_ARN is \"orders-db\": expected a Secrets Manager ARN"
         );
         assert_eq!(
             message(&[URL, ("DB_POOL_SIZE", "many")]),
@@ -215,6 +443,18 @@ mod tests {
         assert_eq!(
             message(&[URL, ("POISON_RECORD_POLICY", "drop")]),
             "configuration error: POISON_RECORD_POLICY is \"drop\": expected \"dead-letter\" or \"report\""
+        );
+        assert_eq!(
+            message(&[URL, ("DB_SSL_MODE", "on")]),
+            "configuration error: DB_SSL_MODE is \"on\": expected disable, require, verify-ca or verify-full"
+        );
+        assert_eq!(
+            message(&[URL, ("DB_SSL_ROOT_CERT", "/nonexistent/ca.pem")]),
+            "configuration error: DB_SSL_ROOT_CERT is /nonexistent/ca.pem: No such file or directory (os error 2)"
+        );
+        assert_eq!(
+            message(&[URL, ("METRICS_DIMENSIONS", "Stage")]),
+            "configuration error: METRICS_DIMENSIONS has \"Stage\": expected Name=Value pairs separated by commas"
         );
     }
 

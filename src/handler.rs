@@ -8,10 +8,12 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
 use crate::cache::LocationCache;
-use crate::config::Config;
+use crate::config::{Config, MetricsConfig};
+use crate::credentials::{CredentialError, Credentials};
 use crate::enrich::{self, LookupStats};
 use crate::event::{self, KafkaEvent};
-use crate::plan::{self, Counts, PoisonPolicy, WriteOutcome};
+use crate::metrics;
+use crate::plan::{self, Counts, Plan, PoisonPolicy, WriteOutcome};
 use crate::response::BatchResponse;
 use crate::store::{self, WriteStats};
 
@@ -20,31 +22,33 @@ pub const APPLICATION_NAME: &str = "msk-order-enricher";
 /// What lives for the whole execution environment and is reused by every invocation.
 pub struct App {
     pool: PgPool,
+    credentials: Credentials,
     cache: Mutex<LocationCache>,
     poison_policy: PoisonPolicy,
     deadline_margin: Duration,
+    metrics: MetricsConfig,
 }
 
 impl App {
-    /// Builds the pool without connecting: init must not fail or hang because the database is
-    /// briefly unreachable; the first invocation connects (bounded by `connect_timeout`).
-    pub fn new(config: &Config) -> Self {
+    /// Resolves the credentials (reading the secret, if one is configured) and builds the pool
+    /// without connecting: init must not fail or hang because the database is briefly
+    /// unreachable; the first invocation connects, waiting at most `connect_timeout`.
+    pub async fn new(config: &Config) -> Result<Self, CredentialError> {
+        let (credentials, options) = Credentials::resolve(config).await?;
         let pool = PgPoolOptions::new()
             .max_connections(config.pool_size)
             .min_connections(0)
             .acquire_timeout(config.connect_timeout)
             // Named, so operators can tell the function's sessions apart in pg_stat_activity.
-            .connect_lazy_with(config.database.clone().application_name(APPLICATION_NAME));
-        Self::with_pool(pool, config)
-    }
-
-    pub fn with_pool(pool: PgPool, config: &Config) -> Self {
-        Self {
+            .connect_lazy_with(options.application_name(APPLICATION_NAME));
+        Ok(Self {
             pool,
+            credentials,
             cache: Mutex::new(LocationCache::new(config.cache_capacity, config.cache_ttl)),
             poison_policy: config.poison_policy,
             deadline_margin: config.deadline_margin,
-        }
+            metrics: config.metrics.clone(),
+        })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -59,23 +63,24 @@ pub enum WriteFailure {
     Database(String),
 }
 
-impl WriteFailure {
-    fn database(error: sqlx::Error) -> Self {
-        Self::Database(error.to_string())
-    }
-}
-
-/// Everything an invocation did; logged as one line and asserted on in tests.
+/// Everything an invocation did; logged as one line, turned into metrics, asserted on in tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
     pub counts: Counts,
     pub lookup: LookupStats,
     pub write: WriteStats,
     pub failure: Option<WriteFailure>,
+    /// Orders and dead letters committed by this invocation (0 when the write failed).
+    pub orders_written: usize,
+    pub dead_letters_written: usize,
+    /// Partitions reported in the response, and the records Lambda will deliver again.
     pub reported: usize,
+    pub redelivered_records: usize,
+    pub oldest_timestamp_ms: Option<i64>,
     pub decode_ms: u128,
     pub lookup_ms: u128,
     pub write_ms: u128,
+    pub total_ms: u128,
 }
 
 /// The Lambda handler.
@@ -83,6 +88,10 @@ pub async fn handle(app: &App, event: LambdaEvent<KafkaEvent>) -> Result<BatchRe
     let deadline = deadline_from_epoch_ms(event.context.deadline, app.deadline_margin);
     let (response, summary) = process(app, event.payload, deadline).await;
     log_summary(&event.context.request_id, &summary);
+    if let Some(document) = metrics::emf_document(&summary, &app.metrics, epoch_ms()) {
+        // EMF goes to stdout as its own line; CloudWatch Logs extracts the metrics.
+        println!("{document}");
+    }
     Ok(response)
 }
 
@@ -92,14 +101,15 @@ pub fn deadline_from_epoch_ms(deadline_ms: u64, margin: Duration) -> Option<Inst
     if deadline_ms == 0 {
         return None;
     }
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or_default();
-    let remaining = Duration::from_millis(
-        u64::try_from(u128::from(deadline_ms).saturating_sub(now_ms)).unwrap_or(0),
-    );
+    let remaining = Duration::from_millis(deadline_ms.saturating_sub(epoch_ms().max(0) as u64));
     Some(Instant::now() + remaining.saturating_sub(margin))
+}
+
+fn epoch_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
 }
 
 /// Processes one event. Never fails: what could not be written is in the response.
@@ -120,10 +130,10 @@ pub async fn process(
         let result = match deadline {
             Some(deadline) if deadline <= Instant::now() => Err(WriteFailure::Deadline),
             Some(deadline) => match tokio::time::timeout_at(deadline.into(), work).await {
-                Ok(result) => result.map_err(WriteFailure::database),
+                Ok(result) => result,
                 Err(_) => Err(WriteFailure::Deadline),
             },
-            None => work.await.map_err(WriteFailure::database),
+            None => work.await,
         };
         result.err()
     };
@@ -133,15 +143,25 @@ pub async fn process(
         WriteOutcome::Committed
     };
     let response = plan.response(outcome);
+    let committed = failure.is_none();
     let summary = Summary {
         counts: plan.counts.clone(),
         lookup: io.lookup,
         write: io.write,
         failure,
+        orders_written: if committed { plan.orders.len() } else { 0 },
+        dead_letters_written: if committed {
+            plan.dead_letters.len()
+        } else {
+            0
+        },
         reported: response.batch_item_failures.len(),
+        redelivered_records: plan.redelivered_records(outcome),
+        oldest_timestamp_ms: plan.oldest_timestamp_ms,
         decode_ms,
         lookup_ms: io.lookup_ms,
         write_ms: io.write_ms,
+        total_ms: started.elapsed().as_millis(),
     };
     (response, summary)
 }
@@ -154,10 +174,42 @@ struct IoStats {
     write_ms: u128,
 }
 
-/// The I/O of an invocation; `stats` keeps what was measured even when a step fails.
-async fn enrich_and_write(
+/// The I/O of an invocation. When the database rejects the credentials and they come from a
+/// secret, the secret is read again once (it may have been rotated), the pool is given the new
+/// credentials, and the work is tried once more.
+async fn enrich_and_write(app: &App, plan: &Plan, stats: &mut IoStats) -> Result<(), WriteFailure> {
+    match try_enrich_and_write(app, plan, stats).await {
+        Err(error) if is_authentication_failure(&error) && app.credentials.rotates() => {
+            tracing::warn!(
+                "the database rejected the credentials from {}; reading the secret again",
+                app.credentials.describe()
+            );
+            let options = app
+                .credentials
+                .refresh()
+                .await
+                .map_err(|error| WriteFailure::Database(error.to_string()))?;
+            // New connections use the new credentials; open ones stay valid (PostgreSQL checks a
+            // password only when a session starts).
+            app.pool
+                .set_connect_options(options.application_name(APPLICATION_NAME));
+            try_enrich_and_write(app, plan, stats)
+                .await
+                .map_err(|error| {
+                    WriteFailure::Database(format!(
+                        "{} (credentials re-read from {})",
+                        describe(&error),
+                        app.credentials.describe()
+                    ))
+                })
+        }
+        other => other.map_err(|error| WriteFailure::Database(describe(&error))),
+    }
+}
+
+async fn try_enrich_and_write(
     app: &App,
-    plan: &plan::Plan,
+    plan: &Plan,
     stats: &mut IoStats,
 ) -> Result<(), sqlx::Error> {
     let started = Instant::now();
@@ -169,6 +221,39 @@ async fn enrich_and_write(
     stats.write = store::write(&app.pool, plan, &locations).await?;
     stats.write_ms = started.elapsed().as_millis();
     Ok(())
+}
+
+/// SQLSTATE 28P01 (invalid_password) and 28000 (invalid_authorization_specification).
+fn is_authentication_failure(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(error) => {
+            matches!(error.code().as_deref(), Some("28P01") | Some("28000"))
+        }
+        _ => false,
+    }
+}
+
+/// The error with a hint where the cause is usually configuration.
+fn describe(error: &sqlx::Error) -> String {
+    // rustls reports a failed verification as an I/O error during the handshake.
+    let tls_failure = match error {
+        sqlx::Error::Tls(_) => true,
+        sqlx::Error::Io(io) => io
+            .get_ref()
+            .is_some_and(|inner| inner.to_string().contains("certificate")),
+        _ => false,
+    };
+    if tls_failure {
+        return format!(
+            "TLS with the database failed: {error} (check DB_SSL_MODE, DB_SSL_ROOT_CERT and that the host name matches the server certificate)"
+        );
+    }
+    match error {
+        sqlx::Error::PoolTimedOut => {
+            "no database connection within DB_CONNECT_TIMEOUT_MS (database unreachable or too slow to accept connections)".to_owned()
+        }
+        _ => error.to_string(),
+    }
 }
 
 fn log_summary(request_id: &str, summary: &Summary) {
@@ -199,6 +284,7 @@ fn log_summary(request_id: &str, summary: &Summary) {
                 poison_reported = counts.poison_reported,
                 held_back = counts.held_back,
                 reported_partitions = summary.reported,
+                redelivered_records = summary.redelivered_records,
                 orders_changed = summary.write.orders_changed,
                 cache_hits = summary.lookup.cache_hits,
                 customers_looked_up = summary.lookup.looked_up,
@@ -206,6 +292,7 @@ fn log_summary(request_id: &str, summary: &Summary) {
                 decode_ms = summary.decode_ms as u64,
                 lookup_ms = summary.lookup_ms as u64,
                 write_ms = summary.write_ms as u64,
+                total_ms = summary.total_ms as u64,
                 failure = failure.as_str(),
                 $message
             )

@@ -9,11 +9,13 @@
 
 pub mod cache;
 pub mod config;
+pub mod credentials;
 pub mod enrich;
 pub mod event;
 pub mod handler;
 pub mod init_error;
 pub mod local;
+pub mod metrics;
 pub mod order;
 pub mod plan;
 pub mod response;

@@ -19,7 +19,13 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let app = App::new(&config);
+    let app = match App::new(&config).await {
+        Ok(app) => app,
+        Err(error) => {
+            init_error::report("Runtime.CredentialsError", &error.to_string()).await;
+            return ExitCode::FAILURE;
+        }
+    };
     let app = &app;
     let handler = service_fn(move |event: LambdaEvent<KafkaEvent>| handler::handle(app, event));
     match lambda_runtime::run(handler).await {

@@ -36,6 +36,8 @@ pub struct DeadLetter {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionProgress {
     pub key: PartitionKey,
+    /// Offsets of all the partition's records in the batch, in order.
+    pub offsets: Vec<i64>,
     /// Offset of the first record whose effect (an order or a dead letter) is in the write.
     pub first_pending: Option<i64>,
     /// Offset of the poison record reported under [`PoisonPolicy::Report`]; nothing from it on
@@ -65,6 +67,8 @@ pub struct Plan {
     pub dead_letters: Vec<DeadLetter>,
     pub partitions: Vec<PartitionProgress>,
     pub counts: Counts,
+    /// The earliest record timestamp of the batch (epoch milliseconds).
+    pub oldest_timestamp_ms: Option<i64>,
 }
 
 /// Whether the write reached the database.
@@ -100,10 +104,20 @@ pub fn plan(partitions: Vec<DecodedPartition>, policy: PoisonPolicy) -> Plan {
 
     for partition in partitions {
         let mut progress = PartitionProgress {
+            offsets: partition.records.iter().map(|r| r.source.offset).collect(),
             key: partition.key,
             first_pending: None,
             halted_at: None,
         };
+        if let Some(oldest) = partition
+            .records
+            .iter()
+            .filter_map(|r| r.source.timestamp_ms)
+            .min()
+        {
+            plan.oldest_timestamp_ms =
+                Some(plan.oldest_timestamp_ms.map_or(oldest, |o| o.min(oldest)));
+        }
         let mut records = partition.records.into_iter();
         for record in records.by_ref() {
             plan.counts.received += 1;
@@ -177,13 +191,27 @@ impl Plan {
     /// the event: after a failed write, the first pending record; otherwise the reported
     /// poison record.
     pub fn response(&self, outcome: WriteOutcome) -> BatchResponse {
-        BatchResponse::retry_from(self.partitions.iter().filter_map(|progress| {
+        BatchResponse::retry_from(
+            self.reported(outcome)
+                .map(|(progress, offset)| (progress.key.clone(), offset)),
+        )
+    }
+
+    /// How many records of the batch Lambda will deliver again after this response.
+    pub fn redelivered_records(&self, outcome: WriteOutcome) -> usize {
+        self.reported(outcome)
+            .map(|(progress, offset)| progress.offsets.iter().filter(|&&o| o >= offset).count())
+            .sum()
+    }
+
+    fn reported(&self, outcome: WriteOutcome) -> impl Iterator<Item = (&PartitionProgress, i64)> {
+        self.partitions.iter().filter_map(move |progress| {
             let offset = match outcome {
                 WriteOutcome::Committed => progress.halted_at,
                 WriteOutcome::NotWritten => progress.first_pending.or(progress.halted_at),
             }?;
-            Some((progress.key.clone(), offset))
-        }))
+            Some((progress, offset))
+        })
     }
 }
 
@@ -317,6 +345,8 @@ mod tests {
             failures(&plan, WriteOutcome::NotWritten),
             vec![("orders-0".into(), 10), ("eu.orders-v2-3".into(), 6)]
         );
+        assert_eq!(plan.redelivered_records(WriteOutcome::NotWritten), 4);
+        assert_eq!(plan.redelivered_records(WriteOutcome::Committed), 0);
     }
 
     #[test]

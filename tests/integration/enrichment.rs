@@ -5,7 +5,7 @@ use crate::support::*;
 #[tokio::test]
 async fn every_sample_order_gets_its_customer_location() {
     let db = fresh_db().await;
-    let app = app(&db.url, &[]);
+    let app = app(&db.url, &[]).await;
     let (response, summary) = process(&app, event("sample-orders.json")).await;
     assert_eq!(reported(&response), vec![]);
     assert_eq!(summary.failure, None);
@@ -62,7 +62,7 @@ async fn every_sample_order_gets_its_customer_location() {
 #[tokio::test]
 async fn unknown_customer_is_written_without_location_and_counted() {
     let db = fresh_db().await;
-    let app = app(&db.url, &[]);
+    let app = app(&db.url, &[]).await;
     let (response, summary) = process(&app, event("unknown-customer.json")).await;
     assert_eq!(reported(&response), vec![]);
     assert_eq!(summary.write.customers_not_found, 1);
@@ -75,7 +75,7 @@ async fn unknown_customer_is_written_without_location_and_counted() {
 #[tokio::test]
 async fn one_lookup_for_all_customers_then_the_cache_answers() {
     let db = fresh_db().await;
-    let app = app(&db.url, &[]);
+    let app = app(&db.url, &[]).await;
     let (_, first) = process(&app, event("sample-orders.json")).await;
     // Ten orders, seven distinct customers, one query.
     assert_eq!(
@@ -108,7 +108,7 @@ async fn one_lookup_for_all_customers_then_the_cache_answers() {
 #[tokio::test]
 async fn with_the_cache_off_a_changed_address_is_seen_at_once() {
     let db = fresh_db().await;
-    let app = app(&db.url, &[("CACHE_TTL_SECONDS", "0")]);
+    let app = app(&db.url, &[("CACHE_TTL_SECONDS", "0")]).await;
     process(&app, event("sample-orders.json")).await;
     sqlx::query("UPDATE customers SET address = '1 New Street' WHERE customer_name = 'Jones'")
         .execute(&db.pool)
@@ -131,7 +131,7 @@ async fn with_the_cache_off_a_changed_address_is_seen_at_once() {
 #[tokio::test]
 async fn multi_topic_and_self_managed_events_are_written_with_their_sources() {
     let db = fresh_db().await;
-    let app = app(&db.url, &[]);
+    let app = app(&db.url, &[]).await;
     let (response, summary) = process(&app, event("multi-topic.json")).await;
     assert_eq!(reported(&response), vec![]);
     assert_eq!((summary.counts.orders, summary.counts.tombstones), (5, 2));

@@ -6,7 +6,10 @@ mod support;
 
 mod decoding;
 mod enrichment;
+mod moto;
 mod outage;
 mod poison;
 mod replay;
 mod runtime;
+mod secrets;
+mod tls;

@@ -9,14 +9,14 @@ use crate::support::*;
 #[tokio::test]
 async fn database_stopped_mid_run_reports_each_partition_and_loses_nothing() {
     let reference = fresh_db().await;
-    let reference_app = app(&reference.url, &[]);
+    let reference_app = app(&reference.url, &[]).await;
     process(&reference_app, event("sample-orders.json")).await;
     process(&reference_app, event("poison.json")).await;
     let expected = orders_content(&reference.pool).await;
 
     let server = PgServer::start();
     let db = fresh_db_on(&server.url("postgres")).await;
-    let app = app(&db.url, &[("DB_CONNECT_TIMEOUT_MS", "500")]);
+    let app = app(&db.url, &[("DB_CONNECT_TIMEOUT_MS", "500")]).await;
     let (response, _) = process(&app, event("sample-orders.json")).await;
     assert_eq!(reported(&response), vec![]);
 
@@ -62,7 +62,7 @@ async fn fresh_pool(url: &str) -> sqlx::PgPool {
 #[tokio::test]
 async fn deadline_already_reached_reports_every_partition_with_work() {
     let db = fresh_db().await;
-    let app = app(&db.url, &[]);
+    let app = app(&db.url, &[]).await;
     let (response, summary) = process_by(&app, event("multi-topic.json"), Instant::now()).await;
     assert_eq!(
         reported(&response),
@@ -82,7 +82,7 @@ async fn deadline_already_reached_reports_every_partition_with_work() {
 #[tokio::test]
 async fn deadline_reached_during_a_blocked_write_reports_and_writes_nothing() {
     let db = fresh_db().await;
-    let app = app(&db.url, &[]);
+    let app = app(&db.url, &[]).await;
     // Warm the cache so the lookup does not touch the locked table's neighbours.
     let mut blocker = db.pool.begin().await.unwrap();
     sqlx::query("LOCK TABLE enriched_orders IN ACCESS EXCLUSIVE MODE")

@@ -14,11 +14,25 @@ pub struct PgServer {
     dir: TempDir,
     port: u16,
     run_as_postgres: bool,
+    options: PgOptions,
+}
+
+/// How a test server differs from the default (trust authentication, no TLS).
+#[derive(Default, Clone)]
+pub struct PgOptions {
+    /// Require passwords (SCRAM) on TCP; the superuser `postgres` gets this password.
+    pub superuser_password: Option<String>,
+    /// Serve TLS with this certificate chain and key (PEM).
+    pub tls: Option<(String, String)>,
 }
 
 impl PgServer {
     /// Initialises and starts a new server. Panics with what is missing when it cannot.
     pub fn start() -> Self {
+        Self::start_with(PgOptions::default())
+    }
+
+    pub fn start_with(options: PgOptions) -> Self {
         let bin_dir = find_bin_dir().unwrap_or_else(|| {
             panic!(
                 "PostgreSQL server binaries (initdb, pg_ctl) not found on PATH, in PG_BIN_DIR or under \
@@ -31,37 +45,77 @@ impl PgServer {
             .prefix("enricher-pg-")
             .tempdir()
             .expect("creating a temporary directory");
-        if run_as_postgres {
-            let (uid, gid) = postgres_ids();
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
-                .expect("giving the directory to postgres");
-        }
         let server = Self {
             bin_dir,
             dir,
             port: free_port(),
             run_as_postgres,
+            options,
         };
-        server.run(
-            "initdb",
-            &[
-                "-D",
-                &server.data_dir(),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-            ],
-        );
+        server.give_to_postgres(server.dir.path());
+        let data_dir = server.data_dir();
+        let mut args = vec![
+            "-D",
+            &data_dir,
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        ];
+        let password_file = server.dir.path().join("superuser-password");
+        let password_file_arg = format!("--pwfile={}", password_file.display());
+        match &server.options.superuser_password {
+            Some(password) => {
+                std::fs::write(&password_file, password).expect("writing the password file");
+                server.give_to_postgres(&password_file);
+                args.extend([
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    &password_file_arg,
+                ]);
+            }
+            None => args.push("--auth=trust"),
+        }
+        server.run("initdb", &args);
+        if let Some((certificate, key)) = &server.options.tls {
+            let data = server.dir.path().join("data");
+            for (name, pem) in [("server.crt", certificate), ("server.key", key)] {
+                let path = data.join(name);
+                std::fs::write(&path, pem).expect("writing TLS files");
+                std::fs::set_permissions(
+                    &path,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )
+                .expect("restricting the key");
+                server.give_to_postgres(&path);
+            }
+        }
         server.start_again();
         server
     }
 
+    fn give_to_postgres(&self, path: &Path) {
+        if self.run_as_postgres {
+            let (uid, gid) = postgres_ids();
+            std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                .expect("giving a file to postgres");
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+        match &self.options.superuser_password {
+            Some(password) => format!(
+                "postgres://postgres:{password}@127.0.0.1:{}/{database}",
+                self.port
+            ),
+            None => format!("postgres://postgres@127.0.0.1:{}/{database}", self.port),
+        }
     }
 
     /// Stops the server, cutting existing connections (as a failover or crash would).
@@ -73,11 +127,14 @@ impl PgServer {
     }
 
     pub fn start_again(&self) {
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
             self.port,
             self.dir.path().display()
         );
+        if self.options.tls.is_some() {
+            options.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+        }
         let log = self.dir.path().join("server.log");
         self.run(
             "pg_ctl",

@@ -17,7 +17,7 @@ type DeadLetterRow = (
 #[tokio::test]
 async fn dead_letter_policy_keeps_poison_records_and_writes_everything_else() {
     let db = fresh_db().await;
-    let app = app(&db.url, &[]);
+    let app = app(&db.url, &[]).await;
     let (response, summary) = process(&app, event("poison.json")).await;
     assert_eq!(reported(&response), vec![]);
     assert_eq!(
@@ -89,7 +89,7 @@ async fn dead_letter_policy_keeps_poison_records_and_writes_everything_else() {
 #[tokio::test]
 async fn report_policy_stops_each_partition_at_its_poison_record() {
     let db = fresh_db().await;
-    let app = app(&db.url, &[("POISON_RECORD_POLICY", "report")]);
+    let app = app(&db.url, &[("POISON_RECORD_POLICY", "report")]).await;
     let (response, summary) = process(&app, event("poison.json")).await;
     assert_eq!(
         reported(&response),

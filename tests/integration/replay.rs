@@ -9,7 +9,7 @@ use crate::support::*;
 #[tokio::test]
 async fn replaying_a_batch_changes_nothing() {
     let db = fresh_db().await;
-    let app = app(&db.url, &[]);
+    let app = app(&db.url, &[]).await;
     process(&app, event("sample-orders.json")).await;
     let first = orders_snapshot(&db.pool).await;
     assert_eq!(first.len(), 10);
@@ -24,7 +24,7 @@ async fn replaying_a_batch_changes_nothing() {
 #[tokio::test]
 async fn replaying_a_partition_suffix_changes_nothing() {
     let db = fresh_db().await;
-    let app = app(&db.url, &[]);
+    let app = app(&db.url, &[]).await;
     process(&app, event("sample-orders.json")).await;
     let first = orders_snapshot(&db.pool).await;
     let mut suffix = event("sample-orders.json");
@@ -72,12 +72,12 @@ impl Rng {
 #[tokio::test]
 async fn any_interleaving_of_batches_and_redeliveries_equals_one_pass_in_order() {
     let reference = fresh_db().await;
-    process(&app(&reference.url, &[]), stream()).await;
+    process(&app(&reference.url, &[]).await, stream()).await;
     let expected = orders_content(&reference.pool).await;
     assert_eq!(expected.len(), 90);
 
     let db = fresh_db().await;
-    let app = app(&db.url, &[]);
+    let app = app(&db.url, &[]).await;
     let full = stream();
     let mut rng = Rng(0x5eed_1234_abcd_0042);
     // Per partition, the position up to which records were delivered once.
@@ -120,7 +120,7 @@ async fn any_interleaving_of_batches_and_redeliveries_equals_one_pass_in_order()
 #[tokio::test]
 async fn an_older_record_never_overwrites_a_newer_one() {
     let db = fresh_db().await;
-    let app = app(&db.url, &[]);
+    let app = app(&db.url, &[]).await;
     let newer = build_event(
         "orders",
         1,

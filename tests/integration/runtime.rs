@@ -141,6 +141,34 @@ async fn the_binary_serves_invocations_reusing_its_pool_and_cache() {
     );
     assert_eq!(field(1, "orders_changed"), 0);
     assert_eq!(field(3, "customers_not_found"), 1);
+    // One EMF document per invocation that got a response, with the batch's figures.
+    let metrics: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line.get("_aws").is_some())
+        .collect();
+    assert_eq!(metrics.len(), 4, "{stdout}");
+    assert_eq!(
+        metrics[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "MskOrderEnricher"
+    );
+    assert_eq!(metrics[0]["FunctionName"], "msk-order-enricher");
+    let metric = |i: usize, name: &str| metrics[i][name].as_f64().unwrap();
+    assert_eq!(metric(0, "RecordsReceived"), 10.0);
+    assert_eq!(metric(0, "OrdersEnriched"), 10.0);
+    assert_eq!(metric(0, "LookupRoundTrips"), 1.0);
+    assert_eq!(metric(0, "CacheHitRatio"), 0.0);
+    assert_eq!(metric(1, "CacheHitRatio"), 100.0);
+    assert_eq!(metric(1, "LookupRoundTrips"), 0.0);
+    assert_eq!(
+        (metric(2, "RecordsReceived"), metric(2, "Tombstones")),
+        (7.0, 2.0)
+    );
+    assert_eq!(
+        (metric(3, "OrdersEnriched"), metric(3, "CustomersNotFound")),
+        (0.0, 1.0)
+    );
+    assert!(metric(0, "OldestRecordAge") > 0.0);
     assert!(summaries[0]["request_id"]
         .as_str()
         .unwrap()
@@ -169,7 +197,7 @@ async fn a_missing_database_url_is_posted_as_an_init_error_and_the_process_exits
     assert_eq!(diagnostic["errorType"], "Runtime.ConfigurationError");
     assert_eq!(
         diagnostic["errorMessage"],
-        "configuration error: DATABASE_URL is not set: give a postgres:// connection URL"
+        "configuration error: DATABASE_URL is not set: give a postgres:// connection URL, or DB_SECRET_ARN"
     );
     assert_eq!(api.polls(), 0, "it never asked for an event");
 }

@@ -69,7 +69,7 @@ fn with_database(url: &str, database: &str) -> String {
 }
 
 /// The function's state for `url`, with extra configuration variables.
-pub fn app(url: &str, vars: &[(&str, &str)]) -> App {
+pub async fn app(url: &str, vars: &[(&str, &str)]) -> App {
     let mut map: HashMap<String, String> = vars
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -79,7 +79,7 @@ pub fn app(url: &str, vars: &[(&str, &str)]) -> App {
     map.entry("DB_CONNECT_TIMEOUT_MS".into())
         .or_insert_with(|| "2000".to_owned());
     let config = Config::from_lookup(|name| map.get(name).cloned()).expect("test configuration");
-    App::new(&config)
+    App::new(&config).await.expect("building the app")
 }
 
 pub fn fixture_path(name: &str) -> PathBuf {

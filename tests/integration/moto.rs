@@ -1,0 +1,67 @@
+//! A real Secrets Manager API for the tests: moto in server mode on a free localhost port,
+//! shared by the tests of this process and stopped when it exits.
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_secretsmanager::config::Credentials;
+
+static MOTO: OnceLock<(String, Mutex<Child>)> = OnceLock::new();
+
+/// The endpoint URL of the shared moto server, started on first use.
+pub fn endpoint() -> String {
+    let (endpoint, _) = MOTO.get_or_init(|| {
+        extern "C" fn stop_moto() {
+            if let Some((_, child)) = MOTO.get() {
+                if let Ok(mut child) = child.lock() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+        }
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("finding a free port");
+        let mut child = Command::new("python3")
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting moto: python3 is missing (moto's server needs Python 3: pip install 'moto[server]')");
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("moto's server exited ({status}): install it with pip install 'moto[server]'");
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "moto's server did not start within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        unsafe { libc::atexit(stop_moto) };
+        (format!("http://127.0.0.1:{port}"), Mutex::new(child))
+    });
+    endpoint.clone()
+}
+
+/// The environment that points the function's AWS SDK at moto.
+pub fn function_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", endpoint()),
+        ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+    ]
+}
+
+pub async fn client() -> aws_sdk_secretsmanager::Client {
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .load()
+        .await;
+    aws_sdk_secretsmanager::Client::new(&config)
+}
