@@ -12,4 +12,5 @@ mod poison;
 mod replay;
 mod runtime;
 mod secrets;
+mod template;
 mod tls;

@@ -1,0 +1,257 @@
+//! The deployment wiring that would lose data if wrong, read from template.yaml.
+
+use serde_norway::Value;
+
+const TEMPLATE: &str = include_str!("../../template.yaml");
+const CARGO_TOML: &str = include_str!("../../Cargo.toml");
+
+fn get<'a>(value: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(value, |value, key| value.get(*key))
+}
+
+/// A literal number, or the parameter a `!Ref` names.
+enum Setting<'a> {
+    Literal(f64),
+    Parameter(&'a Value),
+    Missing,
+    Other,
+}
+
+fn setting<'a>(template: &'a Value, value: Option<&'a Value>) -> Setting<'a> {
+    match value {
+        None => Setting::Missing,
+        Some(Value::Number(n)) => n.as_f64().map_or(Setting::Other, Setting::Literal),
+        Some(Value::Tagged(tagged)) if tagged.tag == "!Ref" => tagged
+            .value
+            .as_str()
+            .and_then(|name| get(template, &["Parameters", name]))
+            .map_or(Setting::Other, Setting::Parameter),
+        Some(_) => Setting::Other,
+    }
+}
+
+/// Checks that a numeric setting can only take values in `range`, literal or parameter.
+fn check_range(
+    problems: &mut Vec<String>,
+    template: &Value,
+    name: &str,
+    value: Option<&Value>,
+    range: (f64, f64),
+) {
+    let number =
+        |v: Option<&Value>| v.and_then(|v| v.as_f64().or_else(|| v.as_str()?.parse().ok()));
+    match setting(template, value) {
+        Setting::Literal(n) if n >= range.0 && n <= range.1 => {}
+        Setting::Literal(n) => problems.push(format!("{name} is {n}, outside {range:?}")),
+        Setting::Parameter(parameter) => {
+            let (min, max) = (
+                number(parameter.get("MinValue")),
+                number(parameter.get("MaxValue")),
+            );
+            let default = number(parameter.get("Default"));
+            match (min, max) {
+                (Some(min), Some(max)) if min >= range.0 && max <= range.1 => {}
+                _ => problems.push(format!("{name}'s parameter allows values outside {range:?} (MinValue {min:?}, MaxValue {max:?})")),
+            }
+            if default.is_some_and(|d| d < range.0 || d > range.1) {
+                problems.push(format!("{name}'s default {default:?} is outside {range:?}"));
+            }
+        }
+        Setting::Missing => problems.push(format!("{name} is not set")),
+        Setting::Other => problems.push(format!(
+            "{name} is neither a number nor a !Ref to a parameter"
+        )),
+    }
+}
+
+fn binaries(cargo: &toml::Table) -> Vec<String> {
+    let mut names: Vec<String> = cargo
+        .get("bin")
+        .and_then(|bins| bins.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|bin| bin.get("name")?.as_str().map(str::to_owned))
+        .collect();
+    if let Some(package) = cargo
+        .get("package")
+        .and_then(|p| p.get("name"))
+        .and_then(|n| n.as_str())
+    {
+        if std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/src/main.rs")).exists() {
+            names.push(package.to_owned());
+        }
+    }
+    names
+}
+
+fn wiring_problems(template: &Value, cargo: &toml::Table) -> Vec<String> {
+    let mut problems = Vec::new();
+    let resources = get(template, &["Resources"])
+        .and_then(Value::as_mapping)
+        .cloned()
+        .unwrap_or_default();
+    let functions: Vec<&Value> = resources
+        .values()
+        .filter(|r| r.get("Type").and_then(Value::as_str) == Some("AWS::Serverless::Function"))
+        .collect();
+    let [function] = functions.as_slice() else {
+        return vec![format!(
+            "expected one AWS::Serverless::Function, found {}",
+            functions.len()
+        )];
+    };
+    let properties = function.get("Properties").cloned().unwrap_or(Value::Null);
+    let text = |path: &[&str]| {
+        get(&properties, path)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    if text(&["Runtime"]).as_deref() != Some("provided.al2023") {
+        problems.push(format!(
+            "Runtime is {:?}, not provided.al2023",
+            text(&["Runtime"])
+        ));
+    }
+    if text(&["Handler"]).as_deref() != Some("bootstrap") {
+        problems.push(format!(
+            "Handler is {:?}, not bootstrap",
+            text(&["Handler"])
+        ));
+    }
+    if get(function, &["Metadata", "BuildMethod"]).and_then(Value::as_str)
+        != Some("rust-cargolambda")
+    {
+        problems.push("Metadata.BuildMethod is not rust-cargolambda".to_owned());
+    }
+    let binary = get(function, &["Metadata", "BuildProperties", "Binary"]).and_then(Value::as_str);
+    let crate_binaries = binaries(cargo);
+    match binary {
+        Some(name) if crate_binaries.iter().any(|b| b == name) && name == "msk-order-enricher" => {}
+        other => problems.push(format!(
+            "BuildProperties.Binary is {other:?}; the crate's binaries are {crate_binaries:?} and the function is msk-order-enricher"
+        )),
+    }
+    check_range(
+        &mut problems,
+        template,
+        "Timeout",
+        properties.get("Timeout"),
+        (1.0, 840.0),
+    );
+
+    let events = properties
+        .get("Events")
+        .and_then(Value::as_mapping)
+        .cloned()
+        .unwrap_or_default();
+    let msk: Vec<&Value> = events
+        .values()
+        .filter(|e| e.get("Type").and_then(Value::as_str) == Some("MSK"))
+        .collect();
+    let [event] = msk.as_slice() else {
+        problems.push(format!("expected one MSK event, found {}", msk.len()));
+        return problems;
+    };
+    let event = event.get("Properties").cloned().unwrap_or(Value::Null);
+    let response_types: Vec<&str> = event
+        .get("FunctionResponseTypes")
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if !response_types.contains(&"ReportBatchItemFailures") {
+        problems.push("FunctionResponseTypes lacks ReportBatchItemFailures: partial batch responses would be ignored".to_owned());
+    }
+    check_range(
+        &mut problems,
+        template,
+        "MaximumRetryAttempts",
+        event.get("MaximumRetryAttempts"),
+        (0.0, 10_000.0),
+    );
+    check_range(
+        &mut problems,
+        template,
+        "MaximumRecordAgeInSeconds",
+        event.get("MaximumRecordAgeInSeconds"),
+        (60.0, 604_800.0),
+    );
+    check_range(
+        &mut problems,
+        template,
+        "BatchSize",
+        event.get("BatchSize"),
+        (1.0, 10_000.0),
+    );
+    if get(&event, &["DestinationConfig", "OnFailure", "Destination"]).is_none() {
+        problems.push("no on-failure destination: exhausted batches would be dropped".to_owned());
+    }
+    if event.get("ProvisionedPollerConfig").is_none() {
+        problems.push("no ProvisionedPollerConfig: retry limits and the on-failure destination need provisioned mode".to_owned());
+    }
+    problems
+}
+
+fn parse() -> (Value, toml::Table) {
+    (
+        serde_norway::from_str(TEMPLATE).expect("template.yaml parses"),
+        CARGO_TOML.parse().expect("Cargo.toml parses"),
+    )
+}
+
+#[test]
+fn the_template_wires_the_mapping_safely() {
+    let (template, cargo) = parse();
+    assert_eq!(wiring_problems(&template, &cargo), Vec::<String>::new());
+}
+
+#[test]
+fn each_dangerous_mistake_is_caught() {
+    let mistakes: [(&str, &str, &str); 7] = [
+        (
+            "FunctionResponseTypes: [ReportBatchItemFailures]",
+            "FunctionResponseTypes: []",
+            "lacks ReportBatchItemFailures",
+        ),
+        (
+            "    MinValue: 0\n    MaxValue: 10000\n    Description: Retries",
+            "    MinValue: -1\n    MaxValue: 10000\n    Description: Retries",
+            "MaximumRetryAttempts's parameter allows",
+        ),
+        (
+            "    MinValue: 60\n    MaxValue: 604800",
+            "    MinValue: -1\n    MaxValue: 604800",
+            "MaximumRecordAgeInSeconds's parameter allows",
+        ),
+        (
+            "    MinValue: 5\n    MaxValue: 840",
+            "    MinValue: 5\n    MaxValue: 900",
+            "Timeout's parameter allows",
+        ),
+        ("Handler: bootstrap", "Handler: main", "Handler is"),
+        (
+            "Binary: msk-order-enricher",
+            "Binary: esm-local",
+            "BuildProperties.Binary",
+        ),
+        (
+            "            DestinationConfig:\n",
+            "            UnusedDestinationConfig:\n",
+            "no on-failure destination",
+        ),
+    ];
+    let cargo: toml::Table = CARGO_TOML.parse().unwrap();
+    for (from, to, expected) in mistakes {
+        assert!(
+            TEMPLATE.contains(from),
+            "the mutation {from:?} no longer applies"
+        );
+        let template: Value = serde_norway::from_str(&TEMPLATE.replacen(from, to, 1)).unwrap();
+        let problems = wiring_problems(&template, &cargo);
+        assert!(
+            problems.iter().any(|p| p.contains(expected)),
+            "{expected:?} not in {problems:?}"
+        );
+    }
+}
