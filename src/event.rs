@@ -11,6 +11,7 @@ use std::fmt;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::order::Order;
 
@@ -46,9 +47,11 @@ pub struct KafkaRecord {
     /// Base64; absent or null for a tombstone.
     #[serde(default)]
     pub value: Option<String>,
-    /// One-entry objects whose values are Java `byte`s (-128..=127). Absent in older payloads.
+    /// One-entry objects whose values are Java `byte`s (-128..=127); absent in older payloads.
+    /// Kept as raw JSON and decoded only for records that are dead-lettered: most records never
+    /// need them, and decoding them for every record would cost more than the order itself.
     #[serde(default)]
-    pub headers: Option<Vec<BTreeMap<String, Option<Vec<i8>>>>>,
+    pub headers: Option<Box<RawValue>>,
 }
 
 /// The `records` map key of a partition (`"<topic>-<partition>"`), kept exactly as Lambda sent
@@ -154,11 +157,7 @@ fn decode_record(record: KafkaRecord) -> DecodedRecord {
     DecodedRecord { source, payload }
 }
 
-fn decode_payload(
-    key: Option<String>,
-    value: String,
-    headers: Option<Vec<BTreeMap<String, Option<Vec<i8>>>>>,
-) -> Payload {
+fn decode_payload(key: Option<String>, value: String, headers: Option<Box<RawValue>>) -> Payload {
     let key = key.map(|text| decode_base64_field("key", text));
     let value = decode_base64_field("value", value);
     let mut reasons: Vec<String> = Vec::new();
@@ -188,7 +187,7 @@ fn decode_payload(
         reason: reasons.join("; "),
         raw_key,
         raw_value: Some(raw_value),
-        headers: decode_headers(headers.unwrap_or_default()),
+        headers: headers.map(|raw| decode_headers(&raw)).unwrap_or_default(),
     })
 }
 
@@ -203,17 +202,26 @@ fn decode_base64_field(field: &str, text: String) -> Result<Vec<u8>, (String, Ve
     })
 }
 
-/// Turns the event's header form (Java signed bytes) into names and byte values.
-pub fn decode_headers(headers: Vec<BTreeMap<String, Option<Vec<i8>>>>) -> Vec<Header> {
-    headers
-        .into_iter()
-        .flat_map(|entry| entry.into_iter())
-        .map(|(name, value)| Header {
-            name,
-            // Java bytes are two's complement: -61 is 0xC3.
-            value: value.map(|bytes| bytes.into_iter().map(|b| b as u8).collect()),
-        })
-        .collect()
+/// Turns the event's header form (one-entry objects of Java signed bytes) into names and byte
+/// values. Headers that do not have that form are kept whole, as one entry, rather than lost.
+pub fn decode_headers(raw: &RawValue) -> Vec<Header> {
+    type WireHeaders = Vec<BTreeMap<String, Option<Vec<i8>>>>;
+    match serde_json::from_str::<Option<WireHeaders>>(raw.get()) {
+        Ok(headers) => headers
+            .unwrap_or_default()
+            .into_iter()
+            .flat_map(|entry| entry.into_iter())
+            .map(|(name, value)| Header {
+                name,
+                // Java bytes are two's complement: -61 is 0xC3.
+                value: value.map(|bytes| bytes.into_iter().map(|b| b as u8).collect()),
+            })
+            .collect(),
+        Err(_) => vec![Header {
+            name: "(headers not in the Kafka event form, kept as received)".to_owned(),
+            value: Some(raw.get().as_bytes().to_vec()),
+        }],
+    }
 }
 
 #[cfg(test)]
@@ -226,10 +234,10 @@ mod tests {
 
     #[test]
     fn signed_header_bytes_decode_to_utf8() {
-        let headers = decode_headers(vec![BTreeMap::from([(
-            "city".to_string(),
-            Some(vec![77, 111, 110, 116, 114, -61, -87, 97, 108]),
-        )])]);
+        let raw =
+            RawValue::from_string(r#"[{"city":[77,111,110,116,114,-61,-87,97,108]}]"#.to_owned())
+                .unwrap();
+        let headers = decode_headers(&raw);
         assert_eq!(
             headers,
             vec![Header {
@@ -244,8 +252,21 @@ mod tests {
         let r =
             record(r#"{"topic":"orders","partition":0,"offset":3,"timestamp":1,"value":"e30="}"#);
         assert_eq!(r.key, None);
-        assert_eq!(r.headers, None);
+        assert!(r.headers.is_none());
         assert_eq!(r.value.as_deref(), Some("e30="));
+    }
+
+    #[test]
+    fn headers_in_another_form_are_kept_whole() {
+        let raw = RawValue::from_string(r#"{"source":"web"}"#.to_owned()).unwrap();
+        let headers = decode_headers(&raw);
+        assert_eq!(headers.len(), 1);
+        assert_eq!(
+            headers[0].value.as_deref(),
+            Some(&br#"{"source":"web"}"#[..])
+        );
+        let null = RawValue::from_string("null".to_owned()).unwrap();
+        assert_eq!(decode_headers(&null), vec![]);
     }
 
     #[test]

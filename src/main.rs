@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use lambda_runtime::{service_fn, LambdaEvent};
 use msk_order_enricher::config::Config;
-use msk_order_enricher::event::KafkaEvent;
 use msk_order_enricher::handler::{self, App};
 use msk_order_enricher::{init_error, telemetry};
+use serde_json::value::RawValue;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -27,7 +27,7 @@ async fn main() -> ExitCode {
         }
     };
     let app = &app;
-    let handler = service_fn(move |event: LambdaEvent<KafkaEvent>| handler::handle(app, event));
+    let handler = service_fn(move |event: LambdaEvent<Box<RawValue>>| handler::handle(app, event));
     match lambda_runtime::run(handler).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

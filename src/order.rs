@@ -113,15 +113,15 @@ fn text(field: &str, value: Cow<'_, str>) -> Result<String, InvalidOrder> {
     Ok(value.into_owned())
 }
 
-/// `m/d/yy` (as in the original topic: years 00-68 are 20xx, 69-99 19xx), `yyyy-mm-dd`, or an
-/// RFC 3339 timestamp, whose calendar date as written is kept.
+/// `m/d/yy` or `m/d/yyyy` (as in the original topic; two-digit years 00-69 are 20xx, 70-99
+/// 19xx), `yyyy-mm-dd`, or an RFC 3339 timestamp, whose calendar date as written is kept.
+/// The two common forms are parsed by hand: a format-string parser costs more than the rest of
+/// the order's decoding.
 fn parse_date(value: &str) -> Result<NaiveDate, InvalidOrder> {
     let parsed = if value.contains('/') {
-        NaiveDate::parse_from_str(value, "%m/%d/%y")
-            .or_else(|_| NaiveDate::parse_from_str(value, "%m/%d/%Y"))
-            .ok()
+        slash_date(value)
     } else if value.len() == 10 {
-        NaiveDate::parse_from_str(value, "%Y-%m-%d").ok()
+        iso_date(value)
     } else {
         DateTime::parse_from_rfc3339(value)
             .ok()
@@ -132,6 +132,40 @@ fn parse_date(value: &str) -> Result<NaiveDate, InvalidOrder> {
             "field `OrderDate`: {value:?} is not a date (expected m/d/yy or ISO-8601)"
         ))
     })
+}
+
+fn digits(text: &str, min: usize, max: usize) -> Option<u32> {
+    if text.len() < min || text.len() > max || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+fn slash_date(value: &str) -> Option<NaiveDate> {
+    let mut parts = value.split('/');
+    let (month, day, year) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let year = match year.len() {
+        2 => match digits(year, 2, 2)? {
+            short @ 0..=69 => 2000 + short,
+            short => 1900 + short,
+        },
+        4 => digits(year, 4, 4)?,
+        _ => return None,
+    };
+    NaiveDate::from_ymd_opt(year as i32, digits(month, 1, 2)?, digits(day, 1, 2)?)
+}
+
+fn iso_date(value: &str) -> Option<NaiveDate> {
+    let (year, rest) = value.split_once('-')?;
+    let (month, day) = rest.split_once('-')?;
+    NaiveDate::from_ymd_opt(
+        digits(year, 4, 4)? as i32,
+        digits(month, 2, 2)?,
+        digits(day, 2, 2)?,
+    )
 }
 
 /// A JSON number, or a string holding one, as an exact decimal.
@@ -236,9 +270,45 @@ mod tests {
             NaiveDate::from_ymd_opt(2019, 2, 9).unwrap()
         );
         assert_eq!(
+            date("\"1/1/00\""),
+            NaiveDate::from_ymd_opt(2000, 1, 1).unwrap()
+        );
+        assert_eq!(
+            date("\"1/1/69\""),
+            NaiveDate::from_ymd_opt(2069, 1, 1).unwrap()
+        );
+        assert_eq!(
+            date("\"1/1/70\""),
+            NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()
+        );
+        assert_eq!(
             date("\"2019-02-09T23:30:00-05:00\""),
             NaiveDate::from_ymd_opt(2019, 2, 9).unwrap()
         );
+    }
+
+    #[test]
+    fn malformed_dates_are_rejected() {
+        for bad in [
+            "1/6",
+            "1/6/19/1",
+            "13/1/19",
+            "2/30/19",
+            "1/6/019",
+            "a/6/19",
+            "+1/6/19",
+            "2019-2-09",
+            "2019/02/09x",
+            "2019-02-09 ",
+            "",
+        ] {
+            let error =
+                Order::parse(with("OrderDate", &format!("{bad:?}")).as_bytes()).unwrap_err();
+            assert!(
+                error.to_string().starts_with("field `OrderDate`"),
+                "{bad}: {error}"
+            );
+        }
     }
 
     #[test]

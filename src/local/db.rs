@@ -60,6 +60,18 @@ pub fn parse_customers_csv(text: &str) -> Result<Vec<Customer>, String> {
     Ok(customers)
 }
 
+/// `count` customers named `Customer <i>`, each with an address and coordinates.
+pub fn synthetic_customers(count: usize) -> Vec<Customer> {
+    (0..count)
+        .map(|i| Customer {
+            name: format!("Customer {i}"),
+            address: Some(format!("{} Market Street", 100 + i)),
+            longitude: Some(Decimal::new(-122_419_416 + i as i64 * 1_000, 6)),
+            latitude: Some(Decimal::new(37_774_929 - i as i64 * 1_000, 6)),
+        })
+        .collect()
+}
+
 /// Inserts or updates the customers in one statement.
 pub async fn upsert_customers(pool: &PgPool, customers: &[Customer]) -> Result<u64, sqlx::Error> {
     let names: Vec<&str> = customers.iter().map(|c| c.name.as_str()).collect();

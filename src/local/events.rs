@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use serde_json::value::RawValue;
 
 use crate::event::{KafkaEvent, KafkaRecord};
 
@@ -72,6 +73,25 @@ pub fn murmur2(data: &[u8]) -> u32 {
     h
 }
 
+/// `count` synthetic orders `SO-<n>` numbered from `first_order`, spread over `customers`
+/// customers named `Customer <i>`. Each value is about 420 bytes, so 10,000 of them make an
+/// event just under the 6 MB invocation payload limit.
+pub fn synthetic_orders(count: usize, first_order: usize, customers: usize) -> Vec<RecordSpec> {
+    (first_order..first_order + count)
+        .map(|i| {
+            let units = 1 + i % 90;
+            let total = rust_decimal::Decimal::new(1999, 2) * rust_decimal::Decimal::from(units);
+            let line = format!(
+                r#"{{"OrderNo":"SO-{i:08}","OrderDate":"2024-03-{day:02}","Region":"Central","Customer":"Customer {customer}","Item":"Binder {pad}","Units":{units},"Unit Cost":19.99,"Total":{total}}}"#,
+                day = 1 + i % 28,
+                customer = i % customers.max(1),
+                pad = "x".repeat(128),
+            );
+            RecordSpec::from_order_line(&line)
+        })
+        .collect()
+}
+
 /// Builds an MSK event for `topic` with `partitions` partitions. Keyed records go to their
 /// key's partition, unkeyed ones round-robin; offsets start at `first_offset` in each
 /// partition; timestamps start at `first_timestamp_ms` and grow by one per record.
@@ -84,6 +104,12 @@ pub fn build_event(
 ) -> KafkaEvent {
     let mut by_key: BTreeMap<String, Vec<KafkaRecord>> = BTreeMap::new();
     let mut next_offset: BTreeMap<i32, i64> = BTreeMap::new();
+    // Every record says where it came from: the header `source` = "esm-local" (Java bytes).
+    let source_header: Box<RawValue> = RawValue::from_string(format!(
+        r#"[{{"source":{:?}}}]"#,
+        b"esm-local".iter().map(|&b| b as i8).collect::<Vec<i8>>()
+    ))
+    .expect("valid JSON");
     for (index, spec) in records.into_iter().enumerate() {
         let partition = match &spec.key {
             Some(key) => partition_for(key, partitions),
@@ -101,10 +127,7 @@ pub fn build_event(
                 timestamp_type: Some("CREATE_TIME".to_owned()),
                 key: spec.key.map(|key| BASE64.encode(key)),
                 value: spec.value.map(|value| BASE64.encode(value)),
-                headers: Some(vec![BTreeMap::from([(
-                    "source".to_owned(),
-                    Some(b"esm-local".iter().map(|&b| b as i8).collect()),
-                )])]),
+                headers: Some(source_header.clone()),
             });
         *offset += 1;
     }

@@ -1,7 +1,7 @@
 //! Decoding and planning on recorded MSK payloads (no database).
 
 use msk_order_enricher::event::{self, Payload};
-use msk_order_enricher::local::events::{build_event, RecordSpec};
+use msk_order_enricher::local::events::{build_event, synthetic_orders};
 use msk_order_enricher::plan::{self, PoisonPolicy, WriteOutcome};
 
 use crate::support::{event, reported};
@@ -116,18 +116,13 @@ fn poison_fixture_plans_under_both_policies() {
 
 /// A batch at the event source mapping's limits: 10,000 records, just under the 6 MB payload cap.
 pub fn large_event() -> msk_order_enricher::event::KafkaEvent {
-    let specs = (0..10_000).map(|i| {
-        let line = format!(
-            r#"{{"OrderNo":"SO-{i:06}","OrderDate":"2024-03-{day:02}","Region":"Central","Customer":"Customer {c}","Item":"Binder {pad}","Units":{units},"Unit Cost":19.99,"Total":{total}}}"#,
-            day = 1 + i % 28,
-            c = i % 500,
-            pad = "x".repeat(130),
-            units = 1 + i % 90,
-            total = rust_decimal::Decimal::new(1999, 2) * rust_decimal::Decimal::from(1 + i % 90),
-        );
-        RecordSpec::from_order_line(&line)
-    });
-    build_event("orders", 4, specs, 1_000_000, 1_700_000_000_000)
+    build_event(
+        "orders",
+        4,
+        synthetic_orders(10_000, 0, 500),
+        1_000_000,
+        1_700_000_000_000,
+    )
 }
 
 #[test]

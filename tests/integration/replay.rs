@@ -47,6 +47,18 @@ fn order_line(order_no: &str, customer: &str, units: u32) -> String {
     )
 }
 
+/// A one-record event at `offset` of partition 0.
+fn one_order(
+    order_no: &str,
+    customer: &str,
+    units: u32,
+    offset: i64,
+    timestamp_ms: i64,
+) -> KafkaEvent {
+    let record = RecordSpec::from_order_line(&order_line(order_no, customer, units));
+    build_event("orders", 1, [record], offset, timestamp_ms)
+}
+
 /// A stream of 300 records on one topic with 3 partitions, many of them updates of earlier
 /// orders (same key, so same partition, later offset).
 fn stream() -> KafkaEvent {
@@ -121,24 +133,8 @@ async fn any_interleaving_of_batches_and_redeliveries_equals_one_pass_in_order()
 async fn an_older_record_never_overwrites_a_newer_one() {
     let db = fresh_db().await;
     let app = app(&db.url, &[]).await;
-    let newer = build_event(
-        "orders",
-        1,
-        [RecordSpec::from_order_line(&order_line(
-            "SO-500", "Gill", 2,
-        ))],
-        20,
-        2_000,
-    );
-    let older = build_event(
-        "orders",
-        1,
-        [RecordSpec::from_order_line(&order_line(
-            "SO-500", "Jones", 1,
-        ))],
-        10,
-        1_000,
-    );
+    let newer = one_order("SO-500", "Gill", 2, 20, 2_000);
+    let older = one_order("SO-500", "Jones", 1, 10, 1_000);
     process(&app, newer).await;
     let (_, summary) = process(&app, older).await;
     assert_eq!(summary.write.orders_changed, 0);
@@ -150,15 +146,7 @@ async fn an_older_record_never_overwrites_a_newer_one() {
     .unwrap();
     assert_eq!(row, ("Gill".into(), 20, "150 Carter Street".into()));
 
-    let newest = build_event(
-        "orders",
-        1,
-        [RecordSpec::from_order_line(&order_line(
-            "SO-500", "Kivell", 3,
-        ))],
-        30,
-        3_000,
-    );
+    let newest = one_order("SO-500", "Kivell", 3, 30, 3_000);
     let (_, summary) = process(&app, newest).await;
     assert_eq!(summary.write.orders_changed, 1);
     let customer: String =

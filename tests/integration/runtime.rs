@@ -12,21 +12,6 @@ use crate::support::*;
 
 const FUNCTION: &str = env!("CARGO_BIN_EXE_msk-order-enricher");
 
-fn fixture_bytes(name: &str) -> Vec<u8> {
-    std::fs::read(fixture_path(&format!("events/{name}"))).unwrap()
-}
-
-async fn invoke(api: &RuntimeApi, name: &str) -> BatchResponse {
-    match api
-        .invoke(fixture_bytes(name), Duration::from_secs(30))
-        .await
-        .unwrap()
-    {
-        Outcome::Response(body) => serde_json::from_slice(&body).unwrap(),
-        Outcome::Error(body) => panic!("function error: {}", String::from_utf8_lossy(&body)),
-    }
-}
-
 async fn backends(pool: &sqlx::PgPool, database_url: &str) -> Vec<(i32, String)> {
     let database = database_url.rsplit('/').next().unwrap().to_owned();
     sqlx::query_as(
@@ -59,7 +44,7 @@ async fn the_binary_serves_invocations_reusing_its_pool_and_cache() {
         .unwrap();
 
     assert_eq!(
-        invoke(&api, "sample-orders.json").await,
+        invoke_fixture(&api, "sample-orders.json").await,
         BatchResponse::default()
     );
     let connections = backends(&observer, &db.url).await;
@@ -69,11 +54,11 @@ async fn the_binary_serves_invocations_reusing_its_pool_and_cache() {
         "one pooled connection: {connections:?}"
     );
     assert_eq!(
-        invoke(&api, "sample-orders.json").await,
+        invoke_fixture(&api, "sample-orders.json").await,
         BatchResponse::default()
     );
     assert_eq!(
-        invoke(&api, "multi-topic.json").await,
+        invoke_fixture(&api, "multi-topic.json").await,
         BatchResponse::default()
     );
     assert_eq!(
@@ -92,12 +77,15 @@ async fn the_binary_serves_invocations_reusing_its_pool_and_cache() {
     {
         Outcome::Error(body) => {
             let body = String::from_utf8_lossy(&body);
-            assert!(body.contains("missing field `records`"), "{body}");
+            assert!(
+                body.contains("the event is not a Kafka event: missing field `records`"),
+                "{body}"
+            );
         }
         other => panic!("expected an error, got {other:?}"),
     }
     assert_eq!(
-        invoke(&api, "unknown-customer.json").await,
+        invoke_fixture(&api, "unknown-customer.json").await,
         BatchResponse::default(),
         "still serving after an error"
     );

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use msk_order_enricher::local::runtime_api::{Outcome, RuntimeApi};
+use msk_order_enricher::local::runtime_api::RuntimeApi;
 use msk_order_enricher::response::BatchResponse;
 use sqlx::PgPool;
 use tokio::io::AsyncReadExt;
@@ -53,14 +53,6 @@ fn start_function(api: &RuntimeApi, arn: &str) -> Child {
         command.env(name, value);
     }
     command.spawn().unwrap()
-}
-
-async fn invoke(api: &RuntimeApi, name: &str) -> BatchResponse {
-    let body = std::fs::read(fixture_path(&format!("events/{name}"))).unwrap();
-    match api.invoke(body, Duration::from_secs(30)).await.unwrap() {
-        Outcome::Response(body) => serde_json::from_slice(&body).unwrap(),
-        Outcome::Error(body) => panic!("function error: {}", String::from_utf8_lossy(&body)),
-    }
 }
 
 /// Everything the function printed, once it has been stopped.
@@ -127,7 +119,7 @@ async fn credentials_come_from_the_secret_and_follow_its_rotation() {
     let api = RuntimeApi::start().await.unwrap();
     let function = start_function(&api, &arn);
     assert_eq!(
-        invoke(&api, "sample-orders.json").await,
+        invoke_fixture(&api, "sample-orders.json").await,
         BatchResponse::default()
     );
     assert_eq!(count(&db.pool, "enriched_orders").await, 10);
@@ -144,14 +136,17 @@ async fn credentials_come_from_the_secret_and_follow_its_rotation() {
         .await
         .unwrap();
     cut_function_sessions(&db.pool).await;
-    assert_eq!(invoke(&api, "poison.json").await, BatchResponse::default());
+    assert_eq!(
+        invoke_fixture(&api, "poison.json").await,
+        BatchResponse::default()
+    );
     assert_eq!(count(&db.pool, "dead_letters").await, 3);
 
     // A password the secret does not know: the records are reported, not lost, and the error
     // names the secret.
     set_app_password(&db.pool, UNKNOWN_PASSWORD).await;
     cut_function_sessions(&db.pool).await;
-    let response = invoke(&api, "unknown-customer.json").await;
+    let response = invoke_fixture(&api, "unknown-customer.json").await;
     assert_eq!(reported(&response), vec![("orders-1".to_owned(), 500)]);
     // One process served every invocation and asks for the next: no restart, no cold start.
     for _ in 0..100 {

@@ -172,3 +172,20 @@ pub async fn location_of(
     .unwrap_or_else(|error| panic!("order {order_no} not found: {error}"));
     (row.get(0), row.get(1), row.get(2), row.get(3))
 }
+
+/// Invokes the function behind `api` with a fixture event and returns its batch response.
+pub async fn invoke_fixture(
+    api: &msk_order_enricher::local::runtime_api::RuntimeApi,
+    name: &str,
+) -> BatchResponse {
+    use msk_order_enricher::local::runtime_api::Outcome;
+    let body = std::fs::read(fixture_path(&format!("events/{name}"))).expect("reading fixture");
+    match api
+        .invoke(body, std::time::Duration::from_secs(30))
+        .await
+        .expect("an answer")
+    {
+        Outcome::Response(body) => serde_json::from_slice(&body).expect("a batch response"),
+        Outcome::Error(body) => panic!("function error: {}", String::from_utf8_lossy(&body)),
+    }
+}

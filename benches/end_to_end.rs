@@ -1,0 +1,359 @@
+//! End to end: the release binary driven through a Lambda Runtime API on localhost against a
+//! throwaway PostgreSQL with 500 customers, with 10,000-record batches over 4 partitions
+//! (just under the 6 MB payload cap). In the same run it measures the database floor: the same
+//! rows written by the same statement issued directly, with no function around it.
+//!
+//! `cargo bench --bench end_to_end` prints a report and writes it to
+//! target/bench/end-to-end.md. See BENCHMARKS.md.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use msk_order_enricher::config::Config;
+use msk_order_enricher::event::{self, KafkaEvent};
+use msk_order_enricher::local::db;
+use msk_order_enricher::local::events::{build_event, synthetic_orders};
+use msk_order_enricher::local::pg::{PgOptions, PgServer};
+use msk_order_enricher::local::runtime_api::{Outcome, RuntimeApi};
+use msk_order_enricher::plan::{self, PoisonPolicy};
+use msk_order_enricher::response::BatchResponse;
+use msk_order_enricher::{cache::LocationCache, enrich, store};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Row};
+use tokio::process::Child;
+
+const FUNCTION: &str = env!("CARGO_BIN_EXE_msk-order-enricher");
+const RECORDS: usize = 10_000;
+const CUSTOMERS: usize = 500;
+const RUNS: usize = 5;
+
+fn batch(number: usize) -> KafkaEvent {
+    let first = number * RECORDS;
+    build_event(
+        "orders",
+        4,
+        synthetic_orders(RECORDS, first, CUSTOMERS),
+        first as i64,
+        1_700_000_000_000 + first as i64,
+    )
+}
+
+struct Function {
+    api: RuntimeApi,
+    child: Child,
+    startup: Duration,
+    /// The function's log lines, collected as it runs.
+    log: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Function {
+    /// `(decode_ms, lookup_ms, write_ms, total_ms)` of the last invocation, from its log line.
+    fn last_breakdown(&self) -> Option<(u64, u64, u64, u64)> {
+        let log = self.log.lock().ok()?;
+        let line = log
+            .iter()
+            .rev()
+            .find(|line| line.get("total_ms").is_some())?;
+        let field = |name: &str| line.get(name).and_then(serde_json::Value::as_u64);
+        Some((
+            field("decode_ms")?,
+            field("lookup_ms")?,
+            field("write_ms")?,
+            field("total_ms")?,
+        ))
+    }
+}
+
+async fn start_function(url: &str, vars: &[(&str, &str)]) -> Function {
+    let api = RuntimeApi::start().await.expect("runtime API");
+    let mut command = api.function_command(Path::new(FUNCTION));
+    command
+        .env("DATABASE_URL", url)
+        .env("METRICS_NAMESPACE", "off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    let spawned = Instant::now();
+    let mut child = command.spawn().expect("starting the function");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let sink = log.clone();
+    tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let (Ok(value), Ok(mut log)) = (serde_json::from_str(&line), sink.lock()) {
+                log.push(value);
+            }
+        }
+    });
+    while api.first_poll().is_none() {
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    let startup = api.first_poll().expect("first poll") - spawned;
+    Function {
+        api,
+        child,
+        startup,
+        log,
+    }
+}
+
+/// Wall time of one invocation, as the Runtime API sees it: event delivered to response posted.
+async fn invoke(function: &Function, event: &KafkaEvent) -> Duration {
+    let body = serde_json::to_vec(event).expect("event JSON");
+    let started = Instant::now();
+    let outcome = function
+        .api
+        .invoke(body, Duration::from_secs(120))
+        .await
+        .expect("an answer");
+    let elapsed = started.elapsed();
+    match outcome {
+        Outcome::Response(body) => {
+            let response: BatchResponse = serde_json::from_slice(&body).expect("a batch response");
+            assert_eq!(response, BatchResponse::default(), "every record written");
+        }
+        Outcome::Error(body) => panic!("function error: {}", String::from_utf8_lossy(&body)),
+    }
+    elapsed
+}
+
+/// Statements the function's sessions ran since the last reset, by kind.
+async fn statements(observer: &PgPool) -> Vec<(String, i64)> {
+    sqlx::query(
+        "SELECT CASE WHEN query LIKE '%FROM customers%' THEN 'lookup' WHEN query LIKE '%INSERT INTO enriched_orders%' THEN 'write'
+                     ELSE left(regexp_replace(query, '\\s+', ' ', 'g'), 40) END AS kind, sum(calls)::int8
+         FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%' GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(observer)
+    .await
+    .expect("pg_stat_statements")
+    .iter()
+    .map(|row| (row.get(0), row.get(1)))
+    .collect()
+}
+
+async fn reset_statements(observer: &PgPool) {
+    sqlx::query("SELECT pg_stat_statements_reset()")
+        .execute(observer)
+        .await
+        .expect("reset");
+}
+
+fn peak_rss_kib(child: &Child) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()?)).ok()?;
+    status.lines().find_map(|line| {
+        line.strip_prefix("VmHWM:")?
+            .trim()
+            .strip_suffix(" kB")?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[tokio::main]
+async fn main() {
+    let server = PgServer::start_with(PgOptions {
+        track_statements: true,
+        ..PgOptions::default()
+    });
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&server.url("postgres"))
+        .await
+        .expect("admin");
+    sqlx::query("CREATE DATABASE bench")
+        .execute(&admin)
+        .await
+        .expect("database");
+    let url = server.url("bench");
+    let observer = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .expect("observer");
+    sqlx::query("CREATE EXTENSION pg_stat_statements")
+        .execute(&observer)
+        .await
+        .expect("pg_stat_statements");
+    db::migrate(&observer).await.expect("migrations");
+    db::upsert_customers(&observer, &db::synthetic_customers(CUSTOMERS))
+        .await
+        .expect("customers");
+    let event_size = serde_json::to_vec(&batch(0)).expect("JSON").len();
+
+    // The function with its defaults (cache on).
+    let warm = start_function(&url, &[]).await;
+    reset_statements(&observer).await;
+    let cold_time = invoke(&warm, &batch(0)).await;
+    let cold_statements = statements(&observer).await;
+
+    // The floor: the write statement alone, same rows, a warm connection, plan and locations
+    // computed beforehand. Interleaved with the function's warm invocations so both see the
+    // same table sizes.
+    let floor_pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .expect("floor pool");
+    let config =
+        Config::from_lookup(|name| (name == "DATABASE_URL").then(|| url.clone())).expect("config");
+    let cache = std::sync::Mutex::new(LocationCache::new(config.cache_capacity, config.cache_ttl));
+    let mut floor_times = Vec::new();
+    let mut warm_times = Vec::new();
+    let mut warm_statements = Vec::new();
+    let mut warm_breakdowns = Vec::new();
+    for run in 0..RUNS {
+        let floor_plan = plan::plan(event::decode(batch(100 + run)), PoisonPolicy::DeadLetter);
+        let (locations, _) = enrich::locate(&floor_pool, &cache, &floor_plan.distinct_customers())
+            .await
+            .expect("lookup");
+        let started = Instant::now();
+        store::write(&floor_pool, &floor_plan, &locations)
+            .await
+            .expect("floor write");
+        floor_times.push(started.elapsed());
+
+        reset_statements(&observer).await;
+        warm_times.push(invoke(&warm, &batch(1 + run)).await);
+        warm_statements = statements(&observer).await;
+        tokio::time::sleep(Duration::from_millis(20)).await; // let the log line arrive
+        warm_breakdowns.push(warm.last_breakdown());
+    }
+    let mut replay_times = Vec::new();
+    for run in 0..RUNS {
+        replay_times.push(invoke(&warm, &batch(1 + run)).await);
+    }
+    let rss_kib = peak_rss_kib(&warm.child);
+
+    // The same binary with the cache off: every warm invocation looks its customers up.
+    let uncached = start_function(&url, &[("CACHE_TTL_SECONDS", "0")]).await;
+    invoke(&uncached, &batch(50)).await;
+    let mut cold_cache_times = Vec::new();
+    let mut cold_cache_statements = Vec::new();
+    for run in 0..RUNS {
+        reset_statements(&observer).await;
+        cold_cache_times.push(invoke(&uncached, &batch(51 + run)).await);
+        cold_cache_statements = statements(&observer).await;
+    }
+
+    let floor = median(floor_times.clone());
+    let warm_median = median(warm_times.clone());
+    let mut report = String::new();
+    let _ = writeln!(report, "# End-to-end benchmark\n");
+    let _ = writeln!(
+        report,
+        "{RECORDS} records per batch over 4 partitions, {:.2} MB per event, {CUSTOMERS} customers, median of {RUNS} runs.\n",
+        event_size as f64 / 1e6
+    );
+    let _ = writeln!(
+        report,
+        "| phase | wall time per invocation (ms) | vs floor |"
+    );
+    let _ = writeln!(report, "|---|---|---|");
+    let row = |report: &mut String, name: &str, time: Duration| {
+        let _ = writeln!(
+            report,
+            "| {name} | {:.1} | {:.2}x |",
+            ms(time),
+            ms(time) / ms(floor)
+        );
+    };
+    row(
+        &mut report,
+        "database floor (the write statement alone)",
+        floor,
+    );
+    row(
+        &mut report,
+        "cold invocation (first after start: connect, cold cache)",
+        cold_time,
+    );
+    row(&mut report, "warm invocation, warm cache", warm_median);
+    row(
+        &mut report,
+        "warm invocation, cold cache (CACHE_TTL_SECONDS=0)",
+        median(cold_cache_times.clone()),
+    );
+    row(
+        &mut report,
+        "replay of a written batch",
+        median(replay_times.clone()),
+    );
+    let _ = writeln!(
+        report,
+        "\nAll runs (ms): floor {:?}; warm {:?}; cold cache {:?}; replay {:?}\n",
+        floor_times
+            .iter()
+            .map(|d| (ms(*d) * 10.0).round() / 10.0)
+            .collect::<Vec<_>>(),
+        warm_times
+            .iter()
+            .map(|d| (ms(*d) * 10.0).round() / 10.0)
+            .collect::<Vec<_>>(),
+        cold_cache_times
+            .iter()
+            .map(|d| (ms(*d) * 10.0).round() / 10.0)
+            .collect::<Vec<_>>(),
+        replay_times
+            .iter()
+            .map(|d| (ms(*d) * 10.0).round() / 10.0)
+            .collect::<Vec<_>>()
+    );
+    let _ = writeln!(report, "Inside the function, warm invocations (decode_ms, lookup_ms, write_ms, total_ms from its log): {warm_breakdowns:?}\n");
+    let _ = writeln!(report, "Statements per invocation (pg_stat_statements):\n");
+    let _ = writeln!(report, "- cold invocation: {cold_statements:?}");
+    let _ = writeln!(report, "- warm invocation, warm cache: {warm_statements:?}");
+    let _ = writeln!(
+        report,
+        "- warm invocation, cold cache: {cold_cache_statements:?}\n"
+    );
+    let _ = writeln!(report, "| process | figure |");
+    let _ = writeln!(report, "|---|---|");
+    let _ = writeln!(report, "| start-up, process start to first /next | {:.1} ms (cache-on process), {:.1} ms (cache-off process) |", ms(warm.startup), ms(uncached.startup));
+    let _ = writeln!(
+        report,
+        "| peak RSS after {} invocations of {:.1} MB events | {} |",
+        1 + 2 * RUNS,
+        event_size as f64 / 1e6,
+        rss_kib.map_or("unknown".to_owned(), |k| format!(
+            "{:.1} MB",
+            k as f64 / 1024.0
+        ))
+    );
+    let size = |path: &str| {
+        std::fs::metadata(path)
+            .map(|m| format!("{:.2} MB", m.len() as f64 / 1e6))
+            .unwrap_or_else(|_| "not built".to_owned())
+    };
+    // No x86_64 size here: this bench's own build keeps symbols (profile.bench), and it
+    // overwrites target/release/msk-order-enricher. BENCHMARKS.md gives the stripped size.
+    let _ = writeln!(
+        report,
+        "| binary, arm64 (target/lambda/msk-order-enricher/bootstrap) | {} |",
+        size(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/target/lambda/msk-order-enricher/bootstrap"
+        ))
+    );
+    print!("{report}");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join("end-to-end.md"), &report);
+    drop(server);
+}
