@@ -51,10 +51,6 @@ impl App {
             metrics: config.metrics.clone(),
         })
     }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
 }
 
 /// Why nothing was written in an invocation.
