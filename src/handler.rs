@@ -87,6 +87,11 @@ pub struct Summary {
 /// a third slower on a 6 MB batch (see BENCHMARKS.md). An event that is not a Kafka event fails
 /// the invocation, so Lambda retries the batch rather than this function dropping it.
 pub async fn handle(app: &App, event: LambdaEvent<Box<RawValue>>) -> Result<BatchResponse, Error> {
+    tracing::debug!(
+        deadline_ms = event.context.deadline,
+        now_ms = epoch_ms(),
+        "invocation received"
+    );
     let deadline = deadline_from_epoch_ms(event.context.deadline, app.deadline_margin);
     let payload: KafkaEvent = serde_json::from_str(event.payload.get())
         .map_err(|error| format!("the event is not a Kafka event: {error}"))?;
@@ -102,11 +107,29 @@ pub async fn handle(app: &App, event: LambdaEvent<Box<RawValue>>) -> Result<Batc
 /// Converts Lambda's deadline (epoch milliseconds) into the instant by which the write must
 /// have finished, `margin` earlier. `None` when the runtime gave no deadline.
 pub fn deadline_from_epoch_ms(deadline_ms: u64, margin: Duration) -> Option<Instant> {
+    deadline_at(
+        deadline_ms,
+        margin,
+        epoch_ms().max(0) as u64,
+        Instant::now(),
+    )
+}
+
+/// Below this a "deadline" cannot be an epoch time (it is September 2001): `cargo lambda watch`
+/// sends the remaining milliseconds instead (600000), and taking that as a date in 1970 would
+/// report every batch as out of time.
+const EARLIEST_EPOCH_DEADLINE_MS: u64 = 1_000_000_000_000;
+
+fn deadline_at(deadline_ms: u64, margin: Duration, now_ms: u64, now: Instant) -> Option<Instant> {
     if deadline_ms == 0 {
         return None;
     }
-    let remaining = Duration::from_millis(deadline_ms.saturating_sub(epoch_ms().max(0) as u64));
-    Some(Instant::now() + remaining.saturating_sub(margin))
+    let remaining_ms = if deadline_ms < EARLIEST_EPOCH_DEADLINE_MS {
+        deadline_ms
+    } else {
+        deadline_ms.saturating_sub(now_ms)
+    };
+    Some(now + Duration::from_millis(remaining_ms).saturating_sub(margin))
 }
 
 fn epoch_ms() -> i64 {
@@ -309,5 +332,37 @@ fn log_summary(request_id: &str, summary: &Summary) {
         );
     } else {
         summary_event!(info, "batch processed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW_MS: u64 = 1_795_314_843_596;
+
+    fn budget(deadline_ms: u64, margin_ms: u64) -> Option<Duration> {
+        let now = Instant::now();
+        deadline_at(deadline_ms, Duration::from_millis(margin_ms), NOW_MS, now).map(|d| d - now)
+    }
+
+    #[test]
+    fn the_write_must_finish_a_margin_before_the_deadline() {
+        assert_eq!(
+            budget(NOW_MS + 5_000, 1_000),
+            Some(Duration::from_millis(4_000))
+        );
+        assert_eq!(
+            budget(NOW_MS + 500, 1_000),
+            Some(Duration::ZERO),
+            "inside the margin: no time left"
+        );
+        assert_eq!(budget(NOW_MS - 10, 0), Some(Duration::ZERO), "already past");
+        assert_eq!(budget(0, 1_000), None, "no deadline given");
+    }
+
+    #[test]
+    fn a_relative_deadline_from_cargo_lambda_is_taken_as_remaining_time() {
+        assert_eq!(budget(600_000, 1_000), Some(Duration::from_millis(599_000)));
     }
 }
