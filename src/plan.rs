@@ -411,6 +411,77 @@ mod tests {
         );
     }
 
+    /// Over many generated batches, both policies and both outcomes: at most one identifier
+    /// per partition, always a (records key, offset) of the event, never an offset after a
+    /// record that was written, and exactly the records from it on counted for redelivery.
+    #[test]
+    fn reported_identifiers_are_always_in_the_event() {
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..500 {
+            let partitions: Vec<DecodedPartition> = (0..1 + next(4) as i32)
+                .map(|number| {
+                    let first = next(1_000) as i64;
+                    let records = (0..next(6))
+                        .map(|i| {
+                            let payload = match next(4) {
+                                0 => Payload::Tombstone,
+                                1 => poison("bad"),
+                                _ => order(&format!("SO-{}", next(5)), "Jones"),
+                            };
+                            (first + 2 * i as i64, payload)
+                        })
+                        .collect();
+                    partition("t.x-y", number, records)
+                })
+                .collect();
+            let in_event: std::collections::BTreeSet<(String, i64)> = partitions
+                .iter()
+                .flat_map(|p| {
+                    p.records
+                        .iter()
+                        .map(|r| (p.key.as_str().to_owned(), r.source.offset))
+                })
+                .collect();
+            for policy in [PoisonPolicy::DeadLetter, PoisonPolicy::Report] {
+                let plan = plan(partitions.clone(), policy);
+                for outcome in [WriteOutcome::Committed, WriteOutcome::NotWritten] {
+                    let reported = failures(&plan, outcome);
+                    let keys: std::collections::BTreeSet<&String> =
+                        reported.iter().map(|(k, _)| k).collect();
+                    assert_eq!(keys.len(), reported.len(), "one identifier per partition");
+                    let mut redelivered = 0;
+                    for (key, offset) in &reported {
+                        assert!(
+                            in_event.contains(&(key.clone(), *offset)),
+                            "{key}@{offset} not in the event"
+                        );
+                        if outcome == WriteOutcome::Committed {
+                            let written_after = plan.orders.iter().any(|o| {
+                                format!("t.x-y-{}", o.source.partition) == *key
+                                    && o.source.offset >= *offset
+                            });
+                            assert!(
+                                !written_after,
+                                "a record at or after {key}@{offset} was written"
+                            );
+                        }
+                        redelivered += in_event
+                            .iter()
+                            .filter(|(k, o)| k == key && o >= offset)
+                            .count();
+                    }
+                    assert_eq!(plan.redelivered_records(outcome), redelivered);
+                }
+            }
+        }
+    }
+
     #[test]
     fn empty_event_plans_nothing_and_reports_nothing() {
         let plan = plan(vec![], PoisonPolicy::DeadLetter);
