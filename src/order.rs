@@ -248,43 +248,24 @@ mod tests {
 
     #[test]
     fn dates_in_both_formats() {
-        let date = |v: &str| {
-            Order::parse(with("OrderDate", v).as_bytes())
-                .unwrap()
-                .order_date()
-        };
-        assert_eq!(
-            date("\"12/31/99\""),
-            NaiveDate::from_ymd_opt(1999, 12, 31).unwrap()
-        );
-        assert_eq!(
-            date("\"2/9/19\""),
-            NaiveDate::from_ymd_opt(2019, 2, 9).unwrap()
-        );
-        assert_eq!(
-            date("\"02/09/2019\""),
-            NaiveDate::from_ymd_opt(2019, 2, 9).unwrap()
-        );
-        assert_eq!(
-            date("\"2019-02-09\""),
-            NaiveDate::from_ymd_opt(2019, 2, 9).unwrap()
-        );
-        assert_eq!(
-            date("\"1/1/00\""),
-            NaiveDate::from_ymd_opt(2000, 1, 1).unwrap()
-        );
-        assert_eq!(
-            date("\"1/1/69\""),
-            NaiveDate::from_ymd_opt(2069, 1, 1).unwrap()
-        );
-        assert_eq!(
-            date("\"1/1/70\""),
-            NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()
-        );
-        assert_eq!(
-            date("\"2019-02-09T23:30:00-05:00\""),
-            NaiveDate::from_ymd_opt(2019, 2, 9).unwrap()
-        );
+        let cases = [
+            ("\"12/31/99\"", (1999, 12, 31)),
+            ("\"2/9/19\"", (2019, 2, 9)),
+            ("\"02/09/2019\"", (2019, 2, 9)),
+            ("\"2019-02-09\"", (2019, 2, 9)),
+            ("\"1/1/00\"", (2000, 1, 1)),
+            ("\"1/1/69\"", (2069, 1, 1)),
+            ("\"1/1/70\"", (1970, 1, 1)),
+            ("\"2019-02-09T23:30:00-05:00\"", (2019, 2, 9)),
+        ];
+        for (value, (year, month, day)) in cases {
+            let order = Order::parse(with("OrderDate", value).as_bytes()).unwrap();
+            assert_eq!(
+                order.order_date(),
+                NaiveDate::from_ymd_opt(year, month, day).unwrap(),
+                "{value}"
+            );
+        }
     }
 
     #[test]
