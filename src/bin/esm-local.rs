@@ -1,18 +1,33 @@
 //! `esm-local`: run the function on your machine the way Lambda's event source mapping does.
 //!
+//! - `esm-local run --file fixtures/orders.jsonl` or `esm-local run --bootstrap-servers
+//!   127.0.0.1:9092 --topic orders`: read a topic, cut batches, invoke the function binary (or a
+//!   running `cargo lambda watch`), and redeliver, retry, bisect and give up as Lambda does.
+//! - `esm-local produce --bootstrap-servers ... --topic orders fixtures/orders.jsonl`: load a
+//!   file into a broker, keyed and partitioned as a Java producer would.
+//! - `esm-local event fixtures/orders.jsonl > event.json`: the MSK event the mapping would send
+//!   for a file topic, for `cargo lambda invoke --data-file`.
 //! - `esm-local setup-db --customers fixtures/customers.csv`: apply `migrations/` and load customers.
-//! - `esm-local event --partitions 3 fixtures/orders.jsonl > event.json`: an MSK event from an order file.
 //! - `esm-local show`: print what the function wrote.
 //! - `esm-local invoke fixtures/events/sample-orders.json ...`: start the function binary against a
 //!   local Lambda Runtime API, invoke it with each event and print each batch response.
 
+use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use msk_order_enricher::local::db;
-use msk_order_enricher::local::events::{build_event, RecordSpec};
+use msk_order_enricher::local::esm::batch::{Cut, EventSource, Pending, Record};
+use msk_order_enricher::local::esm::destination::Destination;
+use msk_order_enricher::local::esm::file_topic::{FileTopic, LineFormat};
+use msk_order_enricher::local::esm::function::Function;
+use msk_order_enricher::local::esm::rules::Settings;
+use msk_order_enricher::local::esm::runner::{self, RunOptions, Source};
+use msk_order_enricher::local::events::EVENT_SOURCE_ARN;
 use msk_order_enricher::local::runtime_api::{Outcome, RuntimeApi};
 use sqlx::postgres::PgPoolOptions;
 
@@ -27,20 +42,41 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Apply the migrations to DATABASE_URL and load customers from a CSV file.
-    SetupDb {
+    /// Read a topic and deliver it to the function with the event source mapping's semantics.
+    Run(Box<RunArgs>),
+    /// Produce the lines of files to a Kafka topic (created if missing), keyed like `run --file`.
+    Produce {
         #[arg(long)]
-        customers: Option<PathBuf>,
+        bootstrap_servers: String,
+        #[arg(long, default_value = "orders")]
+        topic: String,
+        /// Partitions of the topic when it has to be created.
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+        #[command(flatten)]
+        lines: LineArgs,
+        /// librdkafka properties, e.g. `-X security.protocol=SSL`.
+        #[arg(short = 'X', long = "kafka-property", value_name = "KEY=VALUE")]
+        properties: Vec<String>,
+        files: Vec<PathBuf>,
     },
-    /// Print an MSK event holding the lines of order files as records keyed by OrderNo.
+    /// Print the MSK event the mapping would send first for a file topic.
     Event {
         #[arg(long, default_value = "orders")]
         topic: String,
         #[arg(long, default_value_t = 3)]
         partitions: i32,
-        #[arg(long, default_value_t = 0)]
-        first_offset: i64,
+        #[command(flatten)]
+        lines: LineArgs,
+        /// Records in the event (the mapping's BatchSize; the 6 MB cap applies too).
+        #[arg(long, default_value_t = 10_000)]
+        batch_size: usize,
         files: Vec<PathBuf>,
+    },
+    /// Apply the migrations to DATABASE_URL and load customers from a CSV file.
+    SetupDb {
+        #[arg(long)]
+        customers: Option<PathBuf>,
     },
     /// Print the enriched orders and dead letters in DATABASE_URL.
     Show,
@@ -56,6 +92,120 @@ enum Command {
     },
 }
 
+/// How lines of a file become records.
+#[derive(Args, Clone)]
+struct LineArgs {
+    /// Lines are JSON values keyed by this field (lines without it have no key).
+    #[arg(long, default_value = "OrderNo")]
+    key_field: String,
+    /// Lines are `key<SEP>value`, as kcat's `-K<SEP>` (instead of keying by a JSON field).
+    #[arg(long, value_name = "SEP")]
+    key_separator: Option<String>,
+}
+
+impl LineArgs {
+    fn format(&self) -> LineFormat {
+        match &self.key_separator {
+            Some(separator) => LineFormat::KeyValue {
+                separator: separator.clone(),
+            },
+            None => LineFormat::Values {
+                key_field: Some(self.key_field.clone()),
+            },
+        }
+    }
+}
+
+#[derive(Args)]
+struct RunArgs {
+    // --- source ---
+    /// A file topic: one record per line, partitioned by key (instead of a broker).
+    #[arg(
+        long,
+        conflicts_with = "bootstrap_servers",
+        required_unless_present = "bootstrap_servers"
+    )]
+    file: Option<PathBuf>,
+    /// Partitions of the file topic.
+    #[arg(long, default_value_t = 3)]
+    partitions: i32,
+    #[command(flatten)]
+    lines: LineArgs,
+    /// A Kafka-compatible broker (Apache Kafka, MSK, Redpanda, tansu).
+    #[arg(long)]
+    bootstrap_servers: Option<String>,
+    /// Topic(s) to read; repeat for several.
+    #[arg(long = "topic", default_value = "orders")]
+    topics: Vec<String>,
+    /// The consumer group whose committed offsets say where to resume.
+    #[arg(long, default_value = "esm-local")]
+    consumer_group_id: String,
+    /// Where a group without committed offsets starts: TRIM_HORIZON, LATEST or AT_TIMESTAMP.
+    #[arg(long, default_value = "TRIM_HORIZON")]
+    starting_position: String,
+    /// For AT_TIMESTAMP: epoch seconds.
+    #[arg(long)]
+    starting_position_timestamp: Option<f64>,
+    /// librdkafka properties for the broker, e.g. `-X security.protocol=SSL`.
+    #[arg(short = 'X', long = "kafka-property", value_name = "KEY=VALUE")]
+    properties: Vec<String>,
+    /// Send `SelfManagedKafka` events (no ARN) instead of MSK ones.
+    #[arg(long)]
+    self_managed: bool,
+
+    // --- the event source mapping's settings (SAM names) ---
+    #[arg(long, default_value_t = 100)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 0.5)]
+    maximum_batching_window_in_seconds: f64,
+    /// -1: retry until the records leave the topic.
+    #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
+    maximum_retry_attempts: i64,
+    /// -1: no limit.
+    #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
+    maximum_record_age_in_seconds: i64,
+    #[arg(long)]
+    bisect_batch_on_function_error: bool,
+    /// Leave out `FunctionResponseTypes: [ReportBatchItemFailures]`: reported failures are
+    /// then taken as success, as Lambda does (to see why the template always sets it).
+    #[arg(long)]
+    no_report_batch_item_failures: bool,
+
+    // --- the function ---
+    /// The function binary (default: the msk-order-enricher built next to this tool).
+    #[arg(long, conflicts_with = "invoke_url")]
+    function: Option<PathBuf>,
+    /// Invoke a function served by `cargo lambda watch` instead, e.g. http://127.0.0.1:9000.
+    #[arg(long)]
+    invoke_url: Option<String>,
+    #[arg(long, default_value = "msk-order-enricher")]
+    function_name: String,
+    /// The function's timeout: each invocation's deadline.
+    #[arg(long, default_value_t = 30)]
+    timeout_secs: u64,
+    /// Append the function's output (logs, metrics) to this file instead of printing it.
+    #[arg(long)]
+    function_log: Option<PathBuf>,
+
+    // --- on failure ---
+    /// Append what Lambda would put in an S3 on-failure destination (with the payload), one
+    /// JSON document per line.
+    #[arg(long, conflicts_with = "on_failure_sqs")]
+    on_failure_file: Option<PathBuf>,
+    /// Send what Lambda would send to an SQS on-failure destination to this queue URL
+    /// (AWS_ENDPOINT_URL for moto or LocalStack).
+    #[arg(long)]
+    on_failure_sqs: Option<String>,
+
+    // --- the run ---
+    /// Keep reading after catching up, until Ctrl-C.
+    #[arg(long)]
+    follow: bool,
+    /// No progress bar (it is only drawn on a terminal anyway).
+    #[arg(long)]
+    no_progress: bool,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     match run(Cli::parse().command).await {
@@ -69,34 +219,315 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<(), Error> {
     match command {
-        Command::SetupDb { customers } => setup_db(customers).await,
+        Command::Run(args) => run_mapping(*args).await,
+        Command::Produce {
+            bootstrap_servers,
+            topic,
+            partitions,
+            lines,
+            properties,
+            files,
+        } => {
+            produce(
+                bootstrap_servers,
+                topic,
+                partitions,
+                lines,
+                properties,
+                files,
+            )
+            .await
+        }
         Command::Event {
             topic,
             partitions,
-            first_offset,
+            lines,
+            batch_size,
             files,
         } => {
-            let mut specs = Vec::new();
+            let mut text = String::new();
             for file in &files {
-                let text = std::fs::read_to_string(file)
-                    .map_err(|e| format!("reading {}: {e}", file.display()))?;
-                specs.extend(
-                    text.lines()
-                        .filter(|l| !l.trim().is_empty())
-                        .map(RecordSpec::from_order_line),
+                text.push_str(&read(file)?);
+                text.push('\n');
+            }
+            let mut topic =
+                FileTopic::from_lines(&topic, partitions, &lines.format(), &text, now_ms());
+            let mut pending = Pending::default();
+            topic
+                .poll()
+                .iter()
+                .for_each(|r| pending.push(Record::new(r)));
+            let total = pending.len();
+            let source = file_event_source(false);
+            let batch = match pending.cut(&source, batch_size.clamp(1, 10_000), runner_cap()) {
+                Cut::Batch(batch) => batch,
+                Cut::Oversized(_) => return Err("the first record alone is over 6 MB".into()),
+                Cut::Nothing => return Err("no records in the files".into()),
+            };
+            if batch.len() < total {
+                eprintln!(
+                    "esm-local: the event holds {} of {total} records (BatchSize and the 6 MB cap)",
+                    batch.len()
                 );
             }
-            let event = build_event(&topic, partitions, specs, first_offset, 1_700_000_000_000);
-            println!("{}", serde_json::to_string_pretty(&event)?);
-            Ok(())
+            let mut out = std::io::stdout().lock();
+            match writeln!(out, "{}", batch.event_json(&source)) {
+                // A reader that stopped early (`| head`) is not an error.
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
+            }
         }
         Command::Invoke {
             function,
             timeout_secs,
             events,
         } => invoke(function, timeout_secs, events).await,
+        Command::SetupDb { customers } => setup_db(customers).await,
         Command::Show => show().await,
     }
+}
+
+fn runner_cap() -> usize {
+    Settings::default().max_payload_bytes
+}
+
+fn read(file: &PathBuf) -> Result<String, Error> {
+    std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()).into())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+fn file_event_source(self_managed: bool) -> EventSource {
+    EventSource {
+        event_source_arn: (!self_managed).then(|| EVENT_SOURCE_ARN.to_owned()),
+        bootstrap_servers: "localhost:9092".to_owned(),
+    }
+}
+
+fn default_function() -> Result<PathBuf, Error> {
+    Ok(std::env::current_exe()?.with_file_name("msk-order-enricher"))
+}
+
+#[cfg(feature = "kafka")]
+fn connection(
+    bootstrap_servers: &str,
+    properties: &[String],
+) -> Result<msk_order_enricher::local::esm::kafka::Connection, Error> {
+    let properties = properties
+        .iter()
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| format!("-X {p}: expected KEY=VALUE"))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(msk_order_enricher::local::esm::kafka::Connection {
+        bootstrap_servers: bootstrap_servers.to_owned(),
+        properties,
+    })
+}
+
+#[cfg(not(feature = "kafka"))]
+const NO_KAFKA: &str = "this esm-local was built without Kafka support: build it with \
+     `cargo build --features kafka --bin esm-local` (librdkafka is compiled from source, about \
+     two minutes), or use a file topic (--file)";
+
+#[cfg(feature = "kafka")]
+async fn produce(
+    bootstrap_servers: String,
+    topic: String,
+    partitions: i32,
+    lines: LineArgs,
+    properties: Vec<String>,
+    files: Vec<PathBuf>,
+) -> Result<(), Error> {
+    use msk_order_enricher::local::esm::kafka;
+    let connection = connection(&bootstrap_servers, &properties)?;
+    if kafka::ensure_topic(&connection, &topic, partitions).await? {
+        println!("created topic {topic} with {partitions} partitions");
+    }
+    let format = lines.format();
+    let mut records = Vec::new();
+    for file in &files {
+        records.extend(
+            read(file)?
+                .lines()
+                .filter(|line| !line.trim().is_empty())
+                .map(|line| format.split(line)),
+        );
+    }
+    let counts = kafka::produce(&connection, &topic, &records).await?;
+    let spread: Vec<String> = counts
+        .iter()
+        .map(|(p, n)| format!("{topic}-{p}: {n}"))
+        .collect();
+    println!(
+        "produced {} records to {topic} on {bootstrap_servers} ({})",
+        records.len(),
+        spread.join(", ")
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn produce(
+    _: String,
+    _: String,
+    _: i32,
+    _: LineArgs,
+    _: Vec<String>,
+    _: Vec<PathBuf>,
+) -> Result<(), Error> {
+    Err(NO_KAFKA.into())
+}
+
+async fn open_source(args: &RunArgs) -> Result<(Source, EventSource), Error> {
+    if let Some(file) = &args.file {
+        let topic = args.topics.first().map_or("orders", String::as_str);
+        let topic = FileTopic::from_lines(
+            topic,
+            args.partitions,
+            &args.lines.format(),
+            &read(file)?,
+            now_ms(),
+        );
+        return Ok((Source::File(topic), file_event_source(args.self_managed)));
+    }
+    let Some(bootstrap_servers) = &args.bootstrap_servers else {
+        return Err("give a source: --file PATH or --bootstrap-servers HOST:PORT".into());
+    };
+    open_kafka(args, bootstrap_servers).await
+}
+
+#[cfg(feature = "kafka")]
+async fn open_kafka(
+    args: &RunArgs,
+    bootstrap_servers: &str,
+) -> Result<(Source, EventSource), Error> {
+    use msk_order_enricher::local::esm::kafka::{KafkaSource, StartingPosition};
+    let starting = match (
+        args.starting_position.as_str(),
+        args.starting_position_timestamp,
+    ) {
+        ("TRIM_HORIZON", None) => StartingPosition::TrimHorizon,
+        ("LATEST", None) => StartingPosition::Latest,
+        ("AT_TIMESTAMP", Some(seconds)) => StartingPosition::AtTimestamp((seconds * 1000.0) as i64),
+        ("AT_TIMESTAMP", None) => {
+            return Err("AT_TIMESTAMP needs --starting-position-timestamp (epoch seconds)".into())
+        }
+        (_, Some(_)) => {
+            return Err(
+                "--starting-position-timestamp goes with --starting-position AT_TIMESTAMP".into(),
+            )
+        }
+        (other, None) => {
+            return Err(format!(
+                "unknown starting position {other}: TRIM_HORIZON, LATEST or AT_TIMESTAMP"
+            )
+            .into())
+        }
+    };
+    let connection = connection(bootstrap_servers, &args.properties)?;
+    let source =
+        KafkaSource::connect(&connection, &args.topics, &args.consumer_group_id, starting).await?;
+    let event_source = EventSource {
+        event_source_arn: (!args.self_managed).then(|| EVENT_SOURCE_ARN.to_owned()),
+        bootstrap_servers: bootstrap_servers.to_owned(),
+    };
+    Ok((Source::Kafka(source), event_source))
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn open_kafka(_: &RunArgs, _: &str) -> Result<(Source, EventSource), Error> {
+    Err(NO_KAFKA.into())
+}
+
+async fn destination(args: &RunArgs) -> Result<Destination, Error> {
+    if let Some(path) = &args.on_failure_file {
+        return Ok(Destination::File(path.clone()));
+    }
+    match &args.on_failure_sqs {
+        None => Ok(Destination::None),
+        #[cfg(feature = "sqs")]
+        Some(url) => Ok(Destination::sqs(url.clone()).await),
+        #[cfg(not(feature = "sqs"))]
+        Some(_) => Err(
+            "this esm-local was built without SQS support: build it with \
+                        `cargo build --features sqs --bin esm-local`, or use --on-failure-file"
+                .into(),
+        ),
+    }
+}
+
+async fn run_mapping(args: RunArgs) -> Result<(), Error> {
+    let settings = Settings {
+        batch_size: args.batch_size,
+        batching_window: Duration::try_from_secs_f64(args.maximum_batching_window_in_seconds)
+            .map_err(|e| format!("--maximum-batching-window-in-seconds: {e}"))?,
+        maximum_retry_attempts: match args.maximum_retry_attempts {
+            -1 => None,
+            n => Some(u32::try_from(n).map_err(|_| "--maximum-retry-attempts is -1 or 0..10000")?),
+        },
+        maximum_record_age: match args.maximum_record_age_in_seconds {
+            -1 => None,
+            n => Some(Duration::from_secs(u64::try_from(n).map_err(|_| {
+                "--maximum-record-age-in-seconds is -1 or 60..604800"
+            })?)),
+        },
+        bisect_batch_on_function_error: args.bisect_batch_on_function_error,
+        report_batch_item_failures: !args.no_report_batch_item_failures,
+        ..Settings::default()
+    };
+    settings.validate()?;
+    let destination = destination(&args).await?;
+    let (mut source, event_source) = open_source(&args).await?;
+    let mut function = match &args.invoke_url {
+        Some(url) => Function::remote(url, &args.function_name),
+        None => {
+            Function::spawn(match &args.function {
+                Some(path) => path.clone(),
+                None => default_function()?,
+            })
+            .await?
+        }
+    };
+    if let Some(path) = &args.function_log {
+        function.log_to(path.clone());
+    }
+    let mut options = RunOptions::new(settings, event_source);
+    options.timeout = Duration::from_secs(args.timeout_secs);
+    options.follow = args.follow;
+    options.progress = !args.no_progress && std::io::stderr().is_terminal();
+    let stop = Arc::new(AtomicBool::new(false));
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        // Ctrl-C, or SIGTERM from a script that ran this in the background (where SIGINT is
+        // ignored).
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let terminated = async {
+            match terminate.as_mut() {
+                Some(signal) => signal.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminated => {}
+        }
+        eprintln!("esm-local: stopping after the current invocation");
+        on_signal.store(true, Ordering::Relaxed);
+    });
+    let result = runner::run(&options, &mut source, &mut function, &destination, stop).await;
+    function.stop().await;
+    let summary = result?;
+    print!("{}", summary.render(&destination));
+    Ok(())
 }
 
 async fn connect() -> Result<sqlx::PgPool, Error> {
@@ -178,7 +609,7 @@ async fn invoke(
 ) -> Result<(), Error> {
     let function = match function {
         Some(path) => path,
-        None => std::env::current_exe()?.with_file_name("msk-order-enricher"),
+        None => default_function()?,
     };
     if !function.exists() {
         return Err(format!(

@@ -1,6 +1,8 @@
 //! Integration tests: one binary (one link, one shared PostgreSQL server), one module per
 //! behaviour. Every test that touches data talks to a real PostgreSQL.
 
+#[cfg(feature = "kafka")]
+mod broker;
 mod pg;
 mod support;
 
@@ -12,5 +14,6 @@ mod poison;
 mod replay;
 mod runtime;
 mod secrets;
+mod stream;
 mod template;
 mod tls;

@@ -1,0 +1,541 @@
+//! The mapping's loop: read records, cut batches, invoke the function, then commit, redeliver,
+//! retry or give up as [`super::rules`] decides. One poller: invocations are sequential and a
+//! batch being retried holds back new batches, as a mapping with one poller does.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::batch::{Batch, Cut, EventSource, Pending, Record, SourceRecord, TopicPartition};
+use super::destination::Destination;
+use super::file_topic::FileTopic;
+use super::function::Function;
+use super::rules::{
+    decide, judge, on_failure_record, Attempt, Condition, Discarded, FailureContext, Invocation,
+    Settings, Verdict,
+};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// The function ARN the records name (the local Runtime API serves this function).
+pub const FUNCTION_ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:msk-order-enricher";
+
+/// Where records come from.
+pub enum Source {
+    File(FileTopic),
+    #[cfg(feature = "kafka")]
+    Kafka(super::kafka::KafkaSource),
+}
+
+impl Source {
+    fn partitions(&self) -> Vec<TopicPartition> {
+        match self {
+            Self::File(topic) => topic.topic_partitions(),
+            #[cfg(feature = "kafka")]
+            Self::Kafka(kafka) => kafka.topic_partitions(),
+        }
+    }
+
+    fn start_offsets(&self) -> BTreeMap<TopicPartition, i64> {
+        match self {
+            Self::File(topic) => topic
+                .topic_partitions()
+                .into_iter()
+                .map(|p| (p, 0))
+                .collect(),
+            #[cfg(feature = "kafka")]
+            Self::Kafka(kafka) => kafka.start_offsets(),
+        }
+    }
+
+    #[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
+    async fn poll(&mut self, wait: Duration, max: usize) -> Result<Vec<SourceRecord>, Error> {
+        match self {
+            Self::File(topic) => {
+                let records = topic.poll();
+                if records.is_empty() {
+                    tokio::time::sleep(wait.min(Duration::from_millis(50))).await;
+                }
+                // Everything at once: the batching cuts it to size.
+                Ok(records)
+            }
+            #[cfg(feature = "kafka")]
+            Self::Kafka(kafka) => kafka.poll(wait, max).await,
+        }
+    }
+
+    #[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
+    fn commit(&mut self, offsets: &BTreeMap<TopicPartition, i64>) -> Result<(), Error> {
+        match self {
+            // The run keeps a file topic's offsets; nothing outlives it.
+            Self::File(_) => Ok(()),
+            #[cfg(feature = "kafka")]
+            Self::Kafka(kafka) => kafka.commit(offsets),
+        }
+    }
+
+    fn end_offsets(&self) -> Result<BTreeMap<TopicPartition, i64>, Error> {
+        match self {
+            Self::File(topic) => Ok(topic.end_offsets()),
+            #[cfg(feature = "kafka")]
+            Self::Kafka(kafka) => kafka.end_offsets(),
+        }
+    }
+}
+
+/// How the run goes, beyond the mapping's own settings.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub settings: Settings,
+    pub event_source: EventSource,
+    /// The function's timeout: each invocation's deadline.
+    pub timeout: Duration,
+    /// Keep polling after catching up, until interrupted.
+    pub follow: bool,
+    /// The wait before the first retry of a failed batch; it doubles up to `max_backoff`.
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    pub progress: bool,
+}
+
+impl RunOptions {
+    pub fn new(settings: Settings, event_source: EventSource) -> Self {
+        Self {
+            settings,
+            event_source,
+            timeout: Duration::from_secs(30),
+            follow: false,
+            backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(5),
+            progress: false,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Records delivered to the function at least once.
+    pub records_delivered: u64,
+    pub invocations: u64,
+    /// Invocations of a batch that had been invoked before (whole, redelivered or bisected).
+    pub retries: u64,
+    /// Deliveries of a record that had been delivered before.
+    pub duplicates_redelivered: u64,
+    pub partial_failures: u64,
+    /// Errors, timeouts, crashes, bad responses: the whole batch failed.
+    pub batch_failures: u64,
+    pub on_failure_batches: u64,
+    pub on_failure_records: u64,
+    /// Times the function process was started.
+    pub function_starts: u32,
+    /// Per partition: where reading started, what is committed, and the end of the partition.
+    pub partitions: BTreeMap<TopicPartition, PartitionProgress>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PartitionProgress {
+    pub start: i64,
+    pub committed: i64,
+    pub end: i64,
+}
+
+impl PartitionProgress {
+    pub fn lag(&self) -> i64 {
+        (self.end - self.committed).max(0)
+    }
+}
+
+impl Summary {
+    pub fn render(&self, destination: &Destination) -> String {
+        let mut text = String::new();
+        let mut line = |label: &str, value: String| {
+            let _ = writeln!(text, "  {label:<24}{value}");
+        };
+        line("records delivered", self.records_delivered.to_string());
+        line("invocations", self.invocations.to_string());
+        line(
+            "retries",
+            format!(
+                "{} ({} partial batch responses, {} whole-batch failures)",
+                self.retries, self.partial_failures, self.batch_failures
+            ),
+        );
+        line(
+            "duplicates redelivered",
+            self.duplicates_redelivered.to_string(),
+        );
+        line(
+            "on-failure batches",
+            format!(
+                "{} ({} records) -> {}",
+                self.on_failure_batches,
+                self.on_failure_records,
+                destination.describe()
+            ),
+        );
+        line("function starts", self.function_starts.to_string());
+        let mut text = format!("esm-local summary\n{text}  final lag per partition\n");
+        for (partition, progress) in &self.partitions {
+            let _ = writeln!(
+                text,
+                "    {:<22}lag {:<6} committed {} of {} (started at {})",
+                partition.to_string(),
+                progress.lag(),
+                progress.committed,
+                progress.end,
+                progress.start
+            );
+        }
+        text
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+struct Run<'a> {
+    options: &'a RunOptions,
+    source: &'a mut Source,
+    function: &'a mut Function,
+    destination: &'a Destination,
+    summary: Summary,
+    /// Per partition, the offset after the last record ever delivered: below it, a delivery
+    /// is a duplicate.
+    delivered_to: BTreeMap<TopicPartition, i64>,
+    bar: ProgressBar,
+    request_ids: u64,
+}
+
+impl Run<'_> {
+    fn say(&self, line: String) {
+        if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+
+    #[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
+    fn commit(&mut self, offsets: &BTreeMap<TopicPartition, i64>) -> Result<(), Error> {
+        // Commits only move forward.
+        let forward: BTreeMap<TopicPartition, i64> = offsets
+            .iter()
+            .filter(|(p, &offset)| {
+                self.summary
+                    .partitions
+                    .get(*p)
+                    .is_none_or(|progress| offset > progress.committed)
+            })
+            .map(|(p, &o)| (p.clone(), o))
+            .collect();
+        self.source.commit(&forward)?;
+        for (p, offset) in forward {
+            self.summary.partitions.entry(p).or_default().committed = offset;
+        }
+        self.refresh_bar();
+        Ok(())
+    }
+
+    fn refresh_ends(&mut self) -> Result<(), Error> {
+        for (p, end) in self.source.end_offsets()? {
+            self.summary.partitions.entry(p).or_default().end = end;
+        }
+        self.refresh_bar();
+        Ok(())
+    }
+
+    fn caught_up(&self) -> bool {
+        self.summary
+            .partitions
+            .values()
+            .all(|progress| progress.committed >= progress.end)
+    }
+
+    fn refresh_bar(&self) {
+        let (done, total) = self
+            .summary
+            .partitions
+            .values()
+            .fold((0, 0), |(done, total), p| {
+                (
+                    done + (p.committed - p.start).max(0),
+                    total + (p.end - p.start).max(0),
+                )
+            });
+        self.bar.set_length(total as u64);
+        self.bar.set_position(done as u64);
+        self.bar.set_message(format!(
+            "{} invocations, {} retries, {} on-failure",
+            self.summary.invocations, self.summary.retries, self.summary.on_failure_batches
+        ));
+    }
+
+    async fn give_up(&mut self, discarded: Discarded) -> Result<(), Error> {
+        self.request_ids += 1;
+        let request_id = format!("esm-local-{:06}", self.request_ids);
+        let record = on_failure_record(
+            &discarded,
+            &FailureContext {
+                request_id: &request_id,
+                function_arn: FUNCTION_ARN,
+                source: &self.options.event_source,
+                now_ms: now_ms(),
+            },
+            self.destination.wants_payload(),
+        );
+        self.destination.send(&record).await?;
+        self.summary.on_failure_batches += 1;
+        self.summary.on_failure_records += discarded.batch.len() as u64;
+        let ranges: Vec<String> = discarded
+            .batch
+            .partitions()
+            .map(|p| {
+                let records = discarded.batch.records_of(p);
+                let first = records.first().map_or(0, |r| r.offset);
+                let last = records.last().map_or(0, |r| r.offset);
+                format!("{p} offsets {first}..={last}")
+            })
+            .collect();
+        self.say(format!(
+            "on-failure ({}): {} -> {}",
+            discarded.condition.as_str(),
+            ranges.join(", "),
+            self.destination.describe()
+        ));
+        self.commit(&discarded.batch.next_offsets())
+    }
+
+    /// Reads until a batch can be cut: `BatchSize` records, a full payload, or the batching
+    /// window closed on at least one record. `None` when caught up and not following.
+    async fn next_batch(
+        &mut self,
+        pending: &mut Pending,
+        stop: &AtomicBool,
+    ) -> Result<Option<Batch>, Error> {
+        let settings = &self.options.settings;
+        // Records left over from the last cut have waited a whole window already.
+        let mut window_opened: Option<Instant> = (!pending.is_empty())
+            .then(|| Instant::now().checked_sub(settings.batching_window))
+            .flatten();
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
+            let full = pending.len() >= settings.batch_size
+                || pending.payload_bytes() >= settings.max_payload_bytes;
+            let window_closed =
+                window_opened.is_some_and(|t| t.elapsed() >= settings.batching_window);
+            if !pending.is_empty() && (full || window_closed) {
+                match pending.cut(
+                    &self.options.event_source,
+                    settings.batch_size,
+                    settings.max_payload_bytes,
+                ) {
+                    Cut::Batch(batch) => return Ok(Some(batch)),
+                    Cut::Oversized(batch) => {
+                        self.give_up(Discarded {
+                            batch,
+                            condition: Condition::MaximumPayloadSizeExceeded,
+                            invocations: 0,
+                            function_error: false,
+                        })
+                        .await?;
+                        continue;
+                    }
+                    Cut::Nothing => {}
+                }
+            }
+            if pending.is_empty() {
+                self.refresh_ends()?;
+                if self.caught_up() && !self.options.follow {
+                    return Ok(None);
+                }
+            }
+            let wait = match window_opened {
+                Some(opened) => settings.batching_window.saturating_sub(opened.elapsed()),
+                None => Duration::from_millis(200),
+            };
+            let room = settings.batch_size.saturating_sub(pending.len()).max(1);
+            let records = self.source.poll(wait, room).await?;
+            if !records.is_empty() && window_opened.is_none() {
+                window_opened = Some(Instant::now());
+            }
+            for record in &records {
+                pending.push(Record::new(record));
+            }
+            if window_opened.is_some() && records.is_empty() && settings.batching_window.is_zero() {
+                // A zero window: deliver what there is.
+                window_opened = Some(Instant::now() - Duration::from_millis(1));
+            }
+        }
+    }
+
+    async fn invoke(&mut self, mut attempt: Attempt) -> Result<Vec<Attempt>, Error> {
+        // Records past MaximumRecordAgeInSeconds are not delivered.
+        if let Some(max_age) = self.options.settings.maximum_record_age {
+            let (fresh, expired) = attempt
+                .batch
+                .split_expired(now_ms(), max_age.as_millis() as i64);
+            if !expired.is_empty() {
+                let untouched: BTreeMap<TopicPartition, i64> = expired
+                    .next_offsets()
+                    .into_iter()
+                    .filter(|(p, _)| fresh.records_of(p).is_empty())
+                    .collect();
+                self.give_up(Discarded {
+                    batch: expired,
+                    condition: Condition::RecordAgeExceeded,
+                    invocations: attempt.invocations,
+                    function_error: false,
+                })
+                .await?;
+                self.commit(&untouched)?;
+                if fresh.is_empty() {
+                    return Ok(vec![]);
+                }
+                attempt.batch = fresh;
+            }
+        }
+        if attempt.invocations > 0 {
+            self.summary.retries += 1;
+        }
+        for record in attempt.batch.records() {
+            let delivered = self
+                .delivered_to
+                .entry(record.partition.clone())
+                .or_insert(i64::MIN);
+            if record.offset < *delivered {
+                self.summary.duplicates_redelivered += 1;
+            } else {
+                self.summary.records_delivered += 1;
+                *delivered = record.offset + 1;
+            }
+        }
+        attempt.invocations += 1;
+        self.summary.invocations += 1;
+        let event = attempt.batch.event_json(&self.options.event_source);
+        let invocation = self.function.invoke(event, self.options.timeout).await?;
+        self.summary.function_starts = self.function.starts();
+        let verdict = judge(&attempt.batch, &invocation, &self.options.settings);
+        match &verdict {
+            Verdict::Success => {}
+            Verdict::Partial(from) => {
+                self.summary.partial_failures += 1;
+                let from: Vec<String> = from
+                    .iter()
+                    .map(|(p, o)| format!("{p} from offset {o}"))
+                    .collect();
+                self.say(format!(
+                    "partial batch response (invocation {} of this batch): redelivering {}",
+                    attempt.invocations,
+                    from.join(", ")
+                ));
+            }
+            Verdict::Failed(failure) => {
+                self.summary.batch_failures += 1;
+                let mut why = failure.to_string();
+                why.truncate(300);
+                self.say(format!(
+                    "whole batch of {} records failed (invocation {} of this batch): {why}",
+                    attempt.batch.len(),
+                    attempt.invocations
+                ));
+                if matches!(invocation, Invocation::Crashed(_) | Invocation::Timeout) {
+                    self.say("starting a new execution environment".into());
+                }
+            }
+        }
+        let decision = decide(attempt, &verdict, &self.options.settings);
+        self.commit(&decision.commit)?;
+        if let Some(discarded) = decision.discarded {
+            self.give_up(discarded).await?;
+        }
+        Ok(decision.retry)
+    }
+}
+
+/// Runs the mapping until caught up (or, with `follow`, until `stop` is set).
+pub async fn run(
+    options: &RunOptions,
+    source: &mut Source,
+    function: &mut Function,
+    destination: &Destination,
+    stop: Arc<AtomicBool>,
+) -> Result<Summary, Error> {
+    options.settings.validate()?;
+    let start = source.start_offsets();
+    let mut summary = Summary::default();
+    for partition in source.partitions() {
+        let at = start.get(&partition).copied().unwrap_or_default();
+        summary.partitions.insert(
+            partition,
+            PartitionProgress {
+                start: at,
+                committed: at,
+                end: at,
+            },
+        );
+    }
+    let bar = if options.progress {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} records committed · {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut run = Run {
+        options,
+        source,
+        function,
+        destination,
+        summary,
+        delivered_to: BTreeMap::new(),
+        bar,
+        request_ids: 0,
+    };
+    run.refresh_ends()?;
+    let mut pending = Pending::default();
+    let mut queue: VecDeque<Attempt> = VecDeque::new();
+    let mut backoff = options.backoff;
+    loop {
+        let attempt = match queue.pop_front() {
+            Some(attempt) => attempt,
+            None => match run.next_batch(&mut pending, &stop).await? {
+                Some(batch) => Attempt::new(batch),
+                None => break,
+            },
+        };
+        let retry = run.invoke(attempt).await?;
+        if retry.is_empty() {
+            backoff = options.backoff;
+        } else {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(options.max_backoff);
+            for attempt in retry.into_iter().rev() {
+                queue.push_front(attempt);
+            }
+        }
+    }
+    run.refresh_ends()?;
+    run.bar.finish_and_clear();
+    run.summary.function_starts = run.function.starts();
+    Ok(run.summary)
+}

@@ -1,0 +1,520 @@
+//! The whole stream: the event source mapping emulator reads a topic (a file, or a real
+//! broker), invokes the real function binary through the Runtime API, and applies Lambda's
+//! rules to its answers, against a real PostgreSQL.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use msk_order_enricher::local::esm::batch::{EventSource, TopicPartition};
+use msk_order_enricher::local::esm::destination::Destination;
+use msk_order_enricher::local::esm::file_topic::{FileTopic, LineFormat};
+use msk_order_enricher::local::esm::function::Function;
+use msk_order_enricher::local::esm::rules::Settings;
+use msk_order_enricher::local::esm::runner::{run, PartitionProgress, RunOptions, Source, Summary};
+use msk_order_enricher::local::events::EVENT_SOURCE_ARN;
+use serde_json::Value;
+
+use crate::support::*;
+
+const FUNCTION: &str = env!("CARGO_BIN_EXE_msk-order-enricher");
+
+fn stream_lines() -> String {
+    std::fs::read_to_string(fixture_path("stream-orders.jsonl")).unwrap()
+}
+
+fn keyed_by_order_no() -> LineFormat {
+    LineFormat::Values {
+        key_field: Some("OrderNo".into()),
+    }
+}
+
+fn event_source(bootstrap_servers: &str) -> EventSource {
+    EventSource {
+        event_source_arn: Some(EVENT_SOURCE_ARN.into()),
+        bootstrap_servers: bootstrap_servers.into(),
+    }
+}
+
+async fn function(database_url: &str, policy: &str) -> Function {
+    let env = [
+        ("DATABASE_URL", database_url),
+        ("DB_CONNECT_TIMEOUT_MS", "500"),
+        ("POISON_RECORD_POLICY", policy),
+        ("AWS_LAMBDA_LOG_LEVEL", "error"),
+    ];
+    let mut function = Function::spawn_with_env(
+        PathBuf::from(FUNCTION),
+        env.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    // The function's logs and metrics stay out of the test output.
+    function.log_to(PathBuf::from("/dev/null"));
+    function
+}
+
+fn options(settings: Settings, bootstrap_servers: &str) -> RunOptions {
+    let mut options = RunOptions::new(settings, event_source(bootstrap_servers));
+    options.timeout = Duration::from_secs(10);
+    options.backoff = Duration::from_millis(100);
+    options.max_backoff = Duration::from_millis(500);
+    options
+}
+
+fn read_on_failure(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// The records in an on-failure record's payload: (partition key, offset, decoded value).
+fn payload_records(record: &Value) -> Vec<(String, i64, String)> {
+    let payload: Value = serde_json::from_str(record["payload"].as_str().unwrap()).unwrap();
+    let mut out = Vec::new();
+    for (key, records) in payload["records"].as_object().unwrap() {
+        for r in records.as_array().unwrap() {
+            let value = BASE64.decode(r["value"].as_str().unwrap()).unwrap();
+            out.push((
+                key.clone(),
+                r["offset"].as_i64().unwrap(),
+                String::from_utf8(value).unwrap(),
+            ));
+        }
+    }
+    out
+}
+
+async fn order_numbers(pool: &sqlx::PgPool) -> Vec<String> {
+    sqlx::query_scalar("SELECT order_no FROM enriched_orders ORDER BY order_no")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+async fn dead_letter_offsets(pool: &sqlx::PgPool) -> Vec<(String, i64)> {
+    sqlx::query_as("SELECT partition_key, source_offset FROM dead_letters ORDER BY 1, 2")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+fn all_orders() -> Vec<String> {
+    let mut orders: Vec<String> = (1..=10).map(|n| format!("SO-{n:03}")).collect();
+    orders.push("SO-901".into());
+    orders
+}
+
+fn lag(summary: &Summary) -> BTreeMap<String, i64> {
+    summary
+        .partitions
+        .iter()
+        .map(|(p, progress)| (p.to_string(), progress.lag()))
+        .collect()
+}
+
+async fn file_topic_run(
+    db: &TestDb,
+    policy: &str,
+    settings: Settings,
+    destination: &Destination,
+) -> Summary {
+    let mut source = Source::File(FileTopic::from_lines(
+        "orders",
+        3,
+        &keyed_by_order_no(),
+        &stream_lines(),
+        now_ms(),
+    ));
+    let mut function = function(&db.url, policy).await;
+    let summary = run(
+        &options(settings, "localhost:9092"),
+        &mut source,
+        &mut function,
+        destination,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await
+    .unwrap();
+    function.stop().await;
+    summary
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Where each order lands in a 3-partition topic (Kafka's partitioner on `OrderNo`), and the
+/// poison record `SO-903` between them.
+#[test]
+fn the_stream_fixture_places_the_poison_record_before_other_orders_of_its_partition() {
+    let mut topic = FileTopic::from_lines("orders", 3, &keyed_by_order_no(), &stream_lines(), 0);
+    let placed: Vec<(i32, i64, String)> = topic
+        .poll()
+        .into_iter()
+        .map(|r| {
+            (
+                r.partition,
+                r.offset,
+                String::from_utf8(r.key.unwrap()).unwrap(),
+            )
+        })
+        .collect();
+    let expected = [
+        (0, 0, "SO-004"),
+        (0, 1, "SO-009"),
+        (0, 2, "SO-010"),
+        (1, 0, "SO-001"),
+        (1, 1, "SO-002"),
+        (1, 2, "SO-003"),
+        (1, 3, "SO-005"),
+        (1, 4, "SO-903"),
+        (1, 5, "SO-901"),
+        (1, 6, "SO-007"),
+        (2, 0, "SO-006"),
+        (2, 1, "SO-008"),
+    ];
+    let expected: Vec<(i32, i64, String)> = expected
+        .iter()
+        .map(|(p, o, k)| (*p, *o, k.to_string()))
+        .collect();
+    assert_eq!(placed, expected);
+}
+
+#[tokio::test]
+async fn file_topic_run_dead_letters_the_poison_record_and_commits_everything() {
+    let db = fresh_db().await;
+    let summary = file_topic_run(
+        &db,
+        "dead-letter",
+        Settings {
+            batch_size: 6,
+            ..Settings::default()
+        },
+        &Destination::None,
+    )
+    .await;
+    assert_eq!(order_numbers(&db.pool).await, all_orders());
+    assert_eq!(
+        dead_letter_offsets(&db.pool).await,
+        vec![("orders-1".to_owned(), 4)]
+    );
+    // 12 records in two batches of 6, no failures.
+    assert_eq!(summary.records_delivered, 12);
+    assert_eq!(summary.invocations, 2);
+    assert_eq!(
+        (
+            summary.retries,
+            summary.duplicates_redelivered,
+            summary.on_failure_batches
+        ),
+        (0, 0, 0)
+    );
+    assert_eq!(summary.function_starts, 1);
+    assert_eq!(
+        summary.partitions[&TopicPartition::new("orders", 1)],
+        PartitionProgress {
+            start: 0,
+            committed: 7,
+            end: 7
+        }
+    );
+    assert_eq!(
+        lag(&summary),
+        BTreeMap::from([
+            ("orders-0".into(), 0),
+            ("orders-1".into(), 0),
+            ("orders-2".into(), 0)
+        ])
+    );
+    let unknown: Option<String> =
+        sqlx::query_scalar("SELECT address FROM enriched_orders WHERE order_no = 'SO-901'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(unknown, None);
+}
+
+#[tokio::test]
+async fn report_policy_with_two_retries_sends_the_rest_of_the_batch_on_failure() {
+    let db = fresh_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let on_failure = dir.path().join("on-failure.jsonl");
+    let summary = file_topic_run(
+        &db,
+        "report",
+        Settings {
+            batch_size: 6,
+            maximum_retry_attempts: Some(2),
+            ..Settings::default()
+        },
+        &Destination::File(on_failure.clone()),
+    )
+    .await;
+    let records = read_on_failure(&on_failure);
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let record = &records[0];
+    assert_eq!(
+        record["requestContext"]["condition"],
+        "RetryAttemptsExhausted"
+    );
+    // The first delivery and two retries.
+    assert_eq!(record["requestContext"]["approximateInvokeCount"], 3);
+    assert_eq!(
+        record["KafkaBatchInfo"]["bootstrapServers"],
+        "localhost:9092"
+    );
+    let info = &record["KafkaBatchInfo"]["recordsInfo"]["orders-1"];
+    assert_eq!(
+        (
+            info["firstRecordOffset"].as_str(),
+            info["lastRecordOffset"].as_str()
+        ),
+        (Some("4"), Some("6"))
+    );
+    // The poison record and the orders after it in its batch: orders-1 offsets 4 to 6. That
+    // batch held orders-2 offsets 0 and 1 and orders-1 offsets 3 to 6: orders-2 and orders-1
+    // offset 3 (SO-005), before the poison record, were written.
+    let given_up: Vec<(String, i64)> = payload_records(record)
+        .into_iter()
+        .map(|(p, o, _)| (p, o))
+        .collect();
+    assert_eq!(
+        given_up,
+        vec![
+            ("orders-1".to_owned(), 4),
+            ("orders-1".to_owned(), 5),
+            ("orders-1".to_owned(), 6)
+        ]
+    );
+    assert!(payload_records(record)[0].2.contains("\"SO-903\""));
+    // Everything else was processed; SO-901 and SO-007, behind the poison record in its
+    // batch, were never written.
+    let mut expected = all_orders();
+    expected.retain(|o| o != "SO-901" && o != "SO-007");
+    assert_eq!(order_numbers(&db.pool).await, expected);
+    assert_eq!(dead_letter_offsets(&db.pool).await, vec![]);
+    assert_eq!(summary.on_failure_batches, 1);
+    assert_eq!(summary.on_failure_records, 3);
+    assert_eq!(summary.invocations, 4);
+    assert_eq!(summary.retries, 2);
+    assert_eq!(summary.duplicates_redelivered, 6);
+    assert_eq!(lag(&summary).values().sum::<i64>(), 0);
+}
+
+#[cfg(feature = "kafka")]
+mod broker_tests {
+    use super::*;
+    use crate::broker::bootstrap_servers;
+    use crate::pg::PgServer;
+    use msk_order_enricher::local::esm::file_topic::KeyAndValue;
+    use msk_order_enricher::local::esm::kafka::{self, Connection, KafkaSource, StartingPosition};
+    use std::sync::atomic::Ordering;
+
+    fn connection() -> Connection {
+        Connection {
+            bootstrap_servers: bootstrap_servers(),
+            properties: vec![],
+        }
+    }
+
+    fn lines_of(text: &str) -> Vec<KeyAndValue> {
+        let format = keyed_by_order_no();
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| format.split(l))
+            .collect()
+    }
+
+    async fn produce(topic: &str, text: &str) {
+        kafka::produce(&connection(), topic, &lines_of(text))
+            .await
+            .unwrap();
+    }
+
+    async fn source(topic: &str, group: &str) -> KafkaSource {
+        KafkaSource::connect(
+            &connection(),
+            &[topic.to_owned()],
+            group,
+            StartingPosition::TrimHorizon,
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Reconnecting with the group resumes at the committed offsets: the end of each partition.
+    async fn assert_committed_at_end(topic: &str, group: &str) {
+        let resumed = source(topic, group).await;
+        let ends = resumed.end_offsets().unwrap();
+        assert_eq!(resumed.start_offsets(), ends);
+        assert_eq!(ends.values().sum::<i64>(), 12);
+    }
+
+    async fn wait_for(pool: &sqlx::PgPool, orders: i64) {
+        let started = std::time::Instant::now();
+        while count(pool, "enriched_orders").await < orders {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "waited 60 s for {orders} orders"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn database_outage_mid_stream_ends_with_every_order_once_as_in_a_clean_pass() {
+        let topic = "orders-outage";
+        kafka::ensure_topic(&connection(), topic, 3).await.unwrap();
+        let text = stream_lines();
+        let lines: Vec<&str> = text.lines().collect();
+        let (first, second) = lines.split_at(5);
+
+        // The database goes away after the first records are written and comes back later.
+        let server = PgServer::start();
+        let db = fresh_db_on(&server.url("postgres")).await;
+        produce(topic, &first.join("\n")).await;
+        let mut run_options = options(
+            Settings {
+                batch_size: 2,
+                ..Settings::default()
+            },
+            &bootstrap_servers(),
+        );
+        run_options.follow = true;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mapping = {
+            let (url, stop) = (db.url.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut source = Source::Kafka(source(topic, "enricher").await);
+                let mut function = function(&url, "dead-letter").await;
+                let summary = run(
+                    &run_options,
+                    &mut source,
+                    &mut function,
+                    &Destination::None,
+                    stop,
+                )
+                .await;
+                function.stop().await;
+                summary.unwrap()
+            })
+        };
+        wait_for(&db.pool, 5).await;
+        db.pool.close().await;
+        server.stop();
+        produce(topic, &second.join("\n")).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        server.start_again();
+        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+        wait_for(&pool, 11).await;
+        // Let the last commit land, then stop following.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.store(true, Ordering::Relaxed);
+        let summary = mapping.await.unwrap();
+
+        // A clean single pass over the same topic, by another consumer group.
+        let clean = fresh_db().await;
+        let mut source = Source::Kafka(source(topic, "clean-pass").await);
+        let mut function = function(&clean.url, "dead-letter").await;
+        let clean_summary = run(
+            &options(Settings::default(), &bootstrap_servers()),
+            &mut source,
+            &mut function,
+            &Destination::None,
+            Arc::new(AtomicBool::new(false)),
+        )
+        .await
+        .unwrap();
+        function.stop().await;
+
+        assert_eq!(
+            orders_content(&pool).await,
+            orders_content(&clean.pool).await
+        );
+        assert_eq!(order_numbers(&pool).await, all_orders());
+        let poison = dead_letter_offsets(&pool).await;
+        assert_eq!(poison.len(), 1);
+        assert_eq!(poison, dead_letter_offsets(&clean.pool).await);
+        // The outage was seen: batches were reported and delivered again.
+        assert!(
+            summary.partial_failures + summary.batch_failures > 0,
+            "{summary:?}"
+        );
+        assert!(summary.duplicates_redelivered > 0, "{summary:?}");
+        assert_eq!(summary.records_delivered, 12);
+        assert_eq!(summary.on_failure_batches, 0);
+        assert_eq!(lag(&summary).values().sum::<i64>(), 0);
+        assert_eq!(clean_summary.retries, 0);
+        assert_committed_at_end(topic, "enricher").await;
+        assert_committed_at_end(topic, "clean-pass").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn report_policy_over_a_broker_gives_up_on_the_poison_batch_and_goes_on() {
+        let topic = "orders-report";
+        kafka::ensure_topic(&connection(), topic, 3).await.unwrap();
+        produce(topic, &stream_lines()).await;
+        let db = fresh_db().await;
+        let dir = tempfile::tempdir().unwrap();
+        let on_failure = dir.path().join("on-failure.jsonl");
+        let mut source = Source::Kafka(source(topic, "enricher").await);
+        let mut function = function(&db.url, "report").await;
+        let summary = run(
+            &options(
+                Settings {
+                    batch_size: 6,
+                    maximum_retry_attempts: Some(2),
+                    ..Settings::default()
+                },
+                &bootstrap_servers(),
+            ),
+            &mut source,
+            &mut function,
+            &Destination::File(on_failure.clone()),
+            Arc::new(AtomicBool::new(false)),
+        )
+        .await
+        .unwrap();
+        function.stop().await;
+
+        let records = read_on_failure(&on_failure);
+        assert_eq!(records.len(), 1, "{records:#?}");
+        assert_eq!(
+            records[0]["requestContext"]["condition"],
+            "RetryAttemptsExhausted"
+        );
+        assert_eq!(records[0]["requestContext"]["approximateInvokeCount"], 3);
+        let given_up = payload_records(&records[0]);
+        // The batch composition depends on how the broker hands records out; what holds is
+        // that the given-up records start with the poison record, in its partition.
+        assert!(given_up[0].2.contains("\"SO-903\""), "{given_up:?}");
+        assert!(given_up.iter().all(|(p, _, _)| p == &given_up[0].0));
+        let skipped: Vec<String> = given_up
+            .iter()
+            .filter_map(|(_, _, value)| {
+                let order: Value = serde_json::from_str(value).ok()?;
+                Some(order["OrderNo"].as_str()?.to_owned())
+            })
+            .filter(|no| no != "SO-903")
+            .collect();
+        let mut expected = all_orders();
+        expected.retain(|o| !skipped.contains(o));
+        assert_eq!(order_numbers(&db.pool).await, expected);
+        assert_eq!(summary.on_failure_batches, 1);
+        assert_eq!(summary.on_failure_records as usize, given_up.len());
+        assert_eq!(lag(&summary).values().sum::<i64>(), 0);
+        assert_committed_at_end(topic, "enricher").await;
+    }
+}
