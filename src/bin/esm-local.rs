@@ -208,6 +208,12 @@ struct RunArgs {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Output piped into a reader that stops early (`| head`) ends the program quietly, as
+    // command-line tools do, instead of panicking on the broken pipe. SIGPIPE is process-wide
+    // and nothing here relies on it being ignored.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match run(Cli::parse().command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -175,8 +175,9 @@ impl Remote {
             )
         })?;
         let status = response.status();
-        // The Invoke API answers 200 with X-Amz-Function-Error when the function failed.
-        let function_error = response.headers().contains_key("x-amz-function-error");
+        // The Invoke API answers 200 with X-Amz-Function-Error when the function failed;
+        // cargo lambda watch answers 500 with the function's error document.
+        let mut function_error = response.headers().contains_key("x-amz-function-error");
         let body = response
             .into_body()
             .collect()
@@ -184,6 +185,10 @@ impl Remote {
             .map_err(|e| format!("reading the response of {}: {e}", self.url))?
             .to_bytes()
             .to_vec();
+        if status == hyper::StatusCode::INTERNAL_SERVER_ERROR {
+            function_error |= serde_json::from_slice::<serde_json::Value>(&body)
+                .is_ok_and(|error| error.get("errorMessage").is_some());
+        }
         Ok(if function_error {
             Invocation::Error(body)
         } else if status.is_success() {
