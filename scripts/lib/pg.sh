@@ -1,6 +1,6 @@
 # Throwaway PostgreSQL for the scripts: `pg_start` initialises a server in a temporary
 # directory on a free port and exports DATABASE_URL; `pg_stop` stops it and deletes it.
-# Sourced by scripts/run-local.
+# Sourced by scripts/run-local, scripts/stream-local, scripts/dev-db and scripts/test.
 
 pg_find_bin_dir() {
   if [ -n "${PG_BIN_DIR:-}" ] && [ -x "$PG_BIN_DIR/initdb" ]; then echo "$PG_BIN_DIR"; return; fi
@@ -49,4 +49,14 @@ pg_stop() {
   pg_as_owner "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
   rm -rf "$PG_DIR"
   PG_DIR=
+}
+
+# Stop the server and start it again on the same port and data: a database outage.
+pg_pause() {
+  pg_as_owner "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null
+}
+
+pg_resume() {
+  pg_as_owner "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 \
+    -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
 }
