@@ -56,12 +56,20 @@ pub fn function_env() -> Vec<(&'static str, String)> {
     ]
 }
 
-pub async fn client() -> aws_sdk_secretsmanager::Client {
-    let config = aws_config::defaults(BehaviorVersion::latest())
+async fn config() -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
         .endpoint_url(endpoint())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
         .load()
-        .await;
-    aws_sdk_secretsmanager::Client::new(&config)
+        .await
+}
+
+pub async fn client() -> aws_sdk_secretsmanager::Client {
+    aws_sdk_secretsmanager::Client::new(&config().await)
+}
+
+#[cfg(feature = "sqs")]
+pub async fn sqs_client() -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::new(&config().await)
 }

@@ -313,6 +313,102 @@ async fn report_policy_with_two_retries_sends_the_rest_of_the_batch_on_failure()
     assert_eq!(lag(&summary).values().sum::<i64>(), 0);
 }
 
+#[tokio::test]
+async fn records_older_than_the_maximum_age_go_on_failure_undelivered() {
+    let db = fresh_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let on_failure = dir.path().join("on-failure.jsonl");
+    // Produced two minutes ago; the mapping keeps records for one.
+    let produced = now_ms() - 120_000;
+    let mut source = Source::File(FileTopic::from_lines(
+        "orders",
+        3,
+        &keyed_by_order_no(),
+        &stream_lines(),
+        produced,
+    ));
+    let mut function = function(&db.url, "dead-letter").await;
+    let settings = Settings {
+        maximum_record_age: Some(Duration::from_secs(60)),
+        ..Settings::default()
+    };
+    let summary = run(
+        &options(settings, "localhost:9092"),
+        &mut source,
+        &mut function,
+        &Destination::File(on_failure.clone()),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await
+    .unwrap();
+    function.stop().await;
+    let records = read_on_failure(&on_failure);
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        records[0]["requestContext"]["condition"],
+        "RecordAgeExceeded"
+    );
+    assert_eq!(records[0]["requestContext"]["approximateInvokeCount"], 0);
+    assert_eq!(records[0]["KafkaBatchInfo"]["batchSize"], 12);
+    assert_eq!(payload_records(&records[0]).len(), 12);
+    assert_eq!(summary.invocations, 0);
+    assert_eq!(summary.function_starts, 0);
+    assert_eq!(count(&db.pool, "enriched_orders").await, 0);
+    assert_eq!(lag(&summary).values().sum::<i64>(), 0);
+}
+
+#[cfg(feature = "sqs")]
+#[tokio::test]
+async fn an_sqs_destination_gets_the_metadata_without_the_payload() {
+    let db = fresh_db().await;
+    let sqs = crate::moto::sqs_client().await;
+    let queue_url = sqs
+        .create_queue()
+        .queue_name("enricher-on-failure")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let destination = Destination::Sqs {
+        client: sqs.clone(),
+        queue_url: queue_url.clone(),
+    };
+    let summary = file_topic_run(
+        &db,
+        "report",
+        Settings {
+            batch_size: 6,
+            maximum_retry_attempts: Some(0),
+            ..Settings::default()
+        },
+        &destination,
+    )
+    .await;
+    assert_eq!(summary.on_failure_batches, 1);
+    let messages = sqs
+        .receive_message()
+        .queue_url(&queue_url)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    assert_eq!(messages.len(), 1);
+    let record: Value = serde_json::from_str(messages[0].body().unwrap()).unwrap();
+    assert_eq!(record.get("payload"), None);
+    assert_eq!(
+        record["requestContext"]["condition"],
+        "RetryAttemptsExhausted"
+    );
+    // No retries: the first delivery was the only one.
+    assert_eq!(record["requestContext"]["approximateInvokeCount"], 1);
+    let info = &record["KafkaBatchInfo"]["recordsInfo"]["orders-1"];
+    assert_eq!(info["firstRecordOffset"], "4");
+    assert_eq!(info["lastRecordOffset"], "6");
+}
+
 #[cfg(feature = "kafka")]
 mod broker_tests {
     use super::*;
