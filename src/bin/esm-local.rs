@@ -25,10 +25,9 @@ use msk_order_enricher::local::esm::batch::{Cut, EventSource, Pending, Record};
 use msk_order_enricher::local::esm::destination::Destination;
 use msk_order_enricher::local::esm::file_topic::{FileTopic, LineFormat};
 use msk_order_enricher::local::esm::function::Function;
-use msk_order_enricher::local::esm::rules::Settings;
+use msk_order_enricher::local::esm::rules::{Invocation, Settings};
 use msk_order_enricher::local::esm::runner::{self, RunOptions, Source};
 use msk_order_enricher::local::events::EVENT_SOURCE_ARN;
-use msk_order_enricher::local::runtime_api::{Outcome, RuntimeApi};
 use sqlx::postgres::PgPoolOptions;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -48,13 +47,9 @@ enum Command {
     Produce {
         #[arg(long)]
         bootstrap_servers: String,
-        #[arg(long, default_value = "orders")]
-        topic: String,
-        /// Partitions of the topic when it has to be created.
-        #[arg(long, default_value_t = 3)]
-        partitions: i32,
+        /// The topic, its partitions (when it has to be created), and how lines become records.
         #[command(flatten)]
-        lines: LineArgs,
+        topic: TopicArgs,
         /// librdkafka properties, e.g. `-X security.protocol=SSL`.
         #[arg(short = 'X', long = "kafka-property", value_name = "KEY=VALUE")]
         properties: Vec<String>,
@@ -62,12 +57,8 @@ enum Command {
     },
     /// Print the MSK event the mapping would send first for a file topic.
     Event {
-        #[arg(long, default_value = "orders")]
-        topic: String,
-        #[arg(long, default_value_t = 3)]
-        partitions: i32,
         #[command(flatten)]
-        lines: LineArgs,
+        topic: TopicArgs,
         /// Records in the event (the mapping's BatchSize; the 6 MB cap applies too).
         #[arg(long, default_value_t = 10_000)]
         batch_size: usize,
@@ -90,6 +81,17 @@ enum Command {
         timeout_secs: u64,
         events: Vec<PathBuf>,
     },
+}
+
+/// A topic made of the lines of files.
+#[derive(Args, Clone)]
+struct TopicArgs {
+    #[arg(long, default_value = "orders")]
+    topic: String,
+    #[arg(long, default_value_t = 3)]
+    partitions: i32,
+    #[command(flatten)]
+    lines: LineArgs,
 }
 
 /// How lines of a file become records.
@@ -229,25 +231,16 @@ async fn run(command: Command) -> Result<(), Error> {
         Command::Produce {
             bootstrap_servers,
             topic,
-            partitions,
-            lines,
             properties,
             files,
-        } => {
-            produce(
-                bootstrap_servers,
-                topic,
-                partitions,
-                lines,
-                properties,
-                files,
-            )
-            .await
-        }
+        } => produce(bootstrap_servers, topic, properties, files).await,
         Command::Event {
-            topic,
-            partitions,
-            lines,
+            topic:
+                TopicArgs {
+                    topic,
+                    partitions,
+                    lines,
+                },
             batch_size,
             files,
         } => {
@@ -346,13 +339,16 @@ const NO_KAFKA: &str = "this esm-local was built without Kafka support: build it
 #[cfg(feature = "kafka")]
 async fn produce(
     bootstrap_servers: String,
-    topic: String,
-    partitions: i32,
-    lines: LineArgs,
+    topic: TopicArgs,
     properties: Vec<String>,
     files: Vec<PathBuf>,
 ) -> Result<(), Error> {
     use msk_order_enricher::local::esm::kafka;
+    let TopicArgs {
+        topic,
+        partitions,
+        lines,
+    } = topic;
     let connection = connection(&bootstrap_servers, &properties)?;
     if kafka::ensure_topic(&connection, &topic, partitions).await? {
         println!("created topic {topic} with {partitions} partitions");
@@ -381,14 +377,7 @@ async fn produce(
 }
 
 #[cfg(not(feature = "kafka"))]
-async fn produce(
-    _: String,
-    _: String,
-    _: i32,
-    _: LineArgs,
-    _: Vec<String>,
-    _: Vec<PathBuf>,
-) -> Result<(), Error> {
+async fn produce(_: String, _: TopicArgs, _: Vec<String>, _: Vec<PathBuf>) -> Result<(), Error> {
     Err(NO_KAFKA.into())
 }
 
@@ -613,46 +602,33 @@ async fn invoke(
     timeout_secs: u64,
     events: Vec<PathBuf>,
 ) -> Result<(), Error> {
-    let function = match function {
+    let mut function = Function::spawn(match function {
         Some(path) => path,
         None => default_function()?,
-    };
-    if !function.exists() {
-        return Err(format!(
-            "no function binary at {} (cargo build first)",
-            function.display()
-        )
-        .into());
-    }
-    let api = RuntimeApi::start().await?;
-    let mut child = api.function_command(&function).spawn()?;
+    })
+    .await?;
     let timeout = Duration::from_secs(timeout_secs);
     for file in &events {
-        let body = std::fs::read(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
-        let outcome = tokio::select! {
-            outcome = api.invoke(body, timeout) => outcome?,
-            status = child.wait() => {
-                let detail = match api.wait_for_init_error(Duration::from_millis(100)).await {
-                    Some(body) => format!(": {}", String::from_utf8_lossy(&body)),
-                    None => String::new(),
-                };
-                return Err(format!("the function exited ({}){detail}", status?).into());
+        let outcome = function.invoke(read(file)?, timeout).await;
+        let failed = |what: String| Err(format!("{}: {what}", file.display()).into());
+        let result: Result<(), Error> = match outcome {
+            Ok(Invocation::Response(body)) => {
+                println!("{}: {}", file.display(), String::from_utf8_lossy(&body));
+                Ok(())
             }
+            Ok(Invocation::Error(body)) => failed(format!(
+                "the function returned an error: {}",
+                String::from_utf8_lossy(&body)
+            )),
+            Ok(Invocation::Timeout) => failed(format!("the function timed out ({timeout_secs} s)")),
+            Ok(Invocation::Crashed(why)) => failed(format!("the function {why}")),
+            Err(e) => Err(e),
         };
-        match outcome {
-            Outcome::Response(body) => {
-                println!("{}: {}", file.display(), String::from_utf8_lossy(&body))
-            }
-            Outcome::Error(body) => {
-                return Err(format!(
-                    "{}: the function returned an error: {}",
-                    file.display(),
-                    String::from_utf8_lossy(&body)
-                )
-                .into())
-            }
+        if result.is_err() {
+            function.stop().await;
+            return result;
         }
     }
-    child.kill().await?;
+    function.stop().await;
     Ok(())
 }

@@ -2,11 +2,9 @@
 //! localhost port, shared by the tests of this process (each uses its own topics and consumer
 //! groups) and stopped when it exits.
 
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
 
 static TANSU: OnceLock<(String, Mutex<Child>)> = OnceLock::new();
 
@@ -49,10 +47,7 @@ pub fn bootstrap_servers() -> String {
                 }
             }
         }
-        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("finding a free port");
+        let port = crate::support::free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let binary = tansu_binary();
         let mut child = Command::new(&binary)
@@ -69,17 +64,7 @@ pub fn bootstrap_servers() -> String {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("tansu exited ({status}) before listening on {url}");
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "tansu did not listen within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::support::wait_until_listening(&mut child, port, "tansu");
         unsafe { libc::atexit(stop_tansu) };
         (format!("127.0.0.1:{port}"), Mutex::new(child))
     });

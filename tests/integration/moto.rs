@@ -1,10 +1,8 @@
 //! A real Secrets Manager API for the tests: moto in server mode on a free localhost port,
 //! shared by the tests of this process and stopped when it exits.
 
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_secretsmanager::config::Credentials;
@@ -22,24 +20,14 @@ pub fn endpoint() -> String {
                 }
             }
         }
-        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("finding a free port");
+        let port = crate::support::free_port();
         let mut child = Command::new("python3")
             .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("starting moto: python3 is missing (moto's server needs Python 3: pip install 'moto[server]')");
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("moto's server exited ({status}): install it with pip install 'moto[server]'");
-            }
-            assert!(started.elapsed() < Duration::from_secs(30), "moto's server did not start within 30 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::support::wait_until_listening(&mut child, port, "moto's server (install it with pip install 'moto[server]')");
         unsafe { libc::atexit(stop_moto) };
         (format!("http://127.0.0.1:{port}"), Mutex::new(child))
     });

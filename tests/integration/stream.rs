@@ -134,10 +134,26 @@ async fn file_topic_run(
         &stream_lines(),
         now_ms(),
     ));
-    let mut function = function(&db.url, policy).await;
-    let summary = run(
+    let function = function(&db.url, policy).await;
+    run_to_the_end(
         &options(settings, "localhost:9092"),
         &mut source,
+        function,
+        destination,
+    )
+    .await
+}
+
+/// Runs the mapping until it has caught up, then stops the function.
+async fn run_to_the_end(
+    options: &RunOptions,
+    source: &mut Source,
+    mut function: Function,
+    destination: &Destination,
+) -> Summary {
+    let summary = run(
+        options,
+        source,
         &mut function,
         destination,
         Arc::new(AtomicBool::new(false)),
@@ -327,21 +343,18 @@ async fn records_older_than_the_maximum_age_go_on_failure_undelivered() {
         &stream_lines(),
         produced,
     ));
-    let mut function = function(&db.url, "dead-letter").await;
+    let function = function(&db.url, "dead-letter").await;
     let settings = Settings {
         maximum_record_age: Some(Duration::from_secs(60)),
         ..Settings::default()
     };
-    let summary = run(
+    let summary = run_to_the_end(
         &options(settings, "localhost:9092"),
         &mut source,
-        &mut function,
+        function,
         &Destination::File(on_failure.clone()),
-        Arc::new(AtomicBool::new(false)),
     )
-    .await
-    .unwrap();
-    function.stop().await;
+    .await;
     let records = read_on_failure(&on_failure);
     assert_eq!(records.len(), 1);
     assert_eq!(
@@ -523,17 +536,14 @@ mod broker_tests {
         // A clean single pass over the same topic, by another consumer group.
         let clean = fresh_db().await;
         let mut source = Source::Kafka(source(topic, "clean-pass").await);
-        let mut function = function(&clean.url, "dead-letter").await;
-        let clean_summary = run(
+        let function = function(&clean.url, "dead-letter").await;
+        let clean_summary = run_to_the_end(
             &options(Settings::default(), &bootstrap_servers()),
             &mut source,
-            &mut function,
+            function,
             &Destination::None,
-            Arc::new(AtomicBool::new(false)),
         )
-        .await
-        .unwrap();
-        function.stop().await;
+        .await;
 
         assert_eq!(
             orders_content(&pool).await,
@@ -566,8 +576,8 @@ mod broker_tests {
         let dir = tempfile::tempdir().unwrap();
         let on_failure = dir.path().join("on-failure.jsonl");
         let mut source = Source::Kafka(source(topic, "enricher").await);
-        let mut function = function(&db.url, "report").await;
-        let summary = run(
+        let function = function(&db.url, "report").await;
+        let summary = run_to_the_end(
             &options(
                 Settings {
                     batch_size: 6,
@@ -577,13 +587,10 @@ mod broker_tests {
                 &bootstrap_servers(),
             ),
             &mut source,
-            &mut function,
+            function,
             &Destination::File(on_failure.clone()),
-            Arc::new(AtomicBool::new(false)),
         )
-        .await
-        .unwrap();
-        function.stop().await;
+        .await;
 
         let records = read_on_failure(&on_failure);
         assert_eq!(records.len(), 1, "{records:#?}");

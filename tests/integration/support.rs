@@ -189,3 +189,27 @@ pub async fn invoke_fixture(
         Outcome::Error(body) => panic!("function error: {}", String::from_utf8_lossy(&body)),
     }
 }
+
+/// A TCP port on 127.0.0.1 that is free now, for a server the tests start next.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("finding a free port")
+}
+
+/// Waits until `server` accepts connections on `port`, failing if it exits first or does not
+/// listen within 30 s.
+pub fn wait_until_listening(server: &mut std::process::Child, port: u16, what: &str) {
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = server.try_wait() {
+            panic!("{what} exited ({status}) before listening on port {port}");
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{what} did not listen on port {port} within 30 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
