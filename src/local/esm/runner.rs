@@ -372,10 +372,6 @@ impl Run<'_> {
             for record in &records {
                 pending.push(Record::new(record));
             }
-            if window_opened.is_some() && records.is_empty() && settings.batching_window.is_zero() {
-                // A zero window: deliver what there is.
-                window_opened = Some(Instant::now() - Duration::from_millis(1));
-            }
         }
     }
 
