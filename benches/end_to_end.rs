@@ -11,18 +11,18 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use esm_local::runtime_api::{Outcome, RuntimeApi};
 use msk_order_enricher::config::Config;
 use msk_order_enricher::event::{self, KafkaEvent};
-use msk_order_enricher::local::db;
-use msk_order_enricher::local::events::{build_event, synthetic_orders};
-use msk_order_enricher::local::pg::{PgOptions, PgServer};
-use msk_order_enricher::local::runtime_api::{Outcome, RuntimeApi};
 use msk_order_enricher::plan::{self, PoisonPolicy};
 use msk_order_enricher::response::BatchResponse;
 use msk_order_enricher::{cache::LocationCache, enrich, store};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 use tokio::process::Child;
+use xtask::db;
+use xtask::events::{build_event, synthetic_orders};
+use xtask::pg::{PgOptions, PgServer};
 
 const FUNCTION: &str = env!("CARGO_BIN_EXE_msk-order-enricher");
 const RECORDS: usize = 10_000;
@@ -31,13 +31,14 @@ const RUNS: usize = 5;
 
 fn batch(number: usize) -> KafkaEvent {
     let first = number * RECORDS;
-    build_event(
+    let json = build_event(
         "orders",
         4,
         synthetic_orders(RECORDS, first, CUSTOMERS),
-        first as i64,
-        1_700_000_000_000 + first as i64,
-    )
+        i64::try_from(first).expect("offsets fit i64"),
+        1_700_000_000_000 + i64::try_from(first).expect("offsets fit i64"),
+    );
+    serde_json::from_str(&json).expect("the rendered event is a Kafka event")
 }
 
 struct Function {

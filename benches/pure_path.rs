@@ -4,18 +4,18 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use msk_order_enricher::event::{self, KafkaEvent};
-use msk_order_enricher::local::events::{build_event, synthetic_orders};
 use msk_order_enricher::plan::{self, PoisonPolicy};
+use xtask::events::{build_event, synthetic_orders};
 
 fn event_bytes(records: usize) -> Vec<u8> {
-    let event = build_event(
+    build_event(
         "orders",
         4,
         synthetic_orders(records, 0, 500),
         0,
         1_700_000_000_000,
-    );
-    serde_json::to_vec(&event).expect("serialising the event")
+    )
+    .into_bytes()
 }
 
 fn decode_and_plan(bytes: &[u8]) -> plan::Plan {

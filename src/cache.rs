@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
-use crate::enrich::Location;
+use crate::location::Location;
 
 pub struct LocationCache {
     entries: LruCache<String, Entry>,

@@ -5,20 +5,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use rust_decimal::Decimal;
 use sqlx::{PgPool, Row};
 
 use crate::cache::LocationCache;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Location {
-    pub address: Option<String>,
-    pub longitude: Option<Decimal>,
-    pub latitude: Option<Decimal>,
-}
-
-/// Locations by customer name; `None` for a customer not in the `customers` table.
-pub type Locations = HashMap<String, Option<Location>>;
+use crate::location::{Location, Locations};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LookupStats {

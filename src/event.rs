@@ -214,7 +214,7 @@ pub fn decode_headers(raw: &RawValue) -> Vec<Header> {
             .map(|(name, value)| Header {
                 name,
                 // Java bytes are two's complement: -61 is 0xC3.
-                value: value.map(|bytes| bytes.into_iter().map(|b| b as u8).collect()),
+                value: value.map(|bytes| bytes.into_iter().map(i8::cast_unsigned).collect()),
             })
             .collect(),
         Err(_) => vec![Header {

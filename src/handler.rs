@@ -1,84 +1,18 @@
 //! One invocation: event in, decode, plan, enrich, write, response out.
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lambda_runtime::{Error, LambdaEvent};
 use serde_json::value::RawValue;
-use sqlx::postgres::PgPoolOptions;
-use sqlx::PgPool;
 
-use crate::cache::LocationCache;
-use crate::config::{Config, MetricsConfig};
-use crate::credentials::{CredentialError, Credentials};
 use crate::enrich::{self, LookupStats};
 use crate::event::{self, KafkaEvent};
 use crate::metrics;
-use crate::plan::{self, Counts, Plan, PoisonPolicy, WriteOutcome};
+use crate::plan::{self, Plan, WriteOutcome};
 use crate::response::BatchResponse;
+use crate::startup::{App, APPLICATION_NAME};
 use crate::store::{self, WriteStats};
-
-pub const APPLICATION_NAME: &str = "msk-order-enricher";
-
-/// What lives for the whole execution environment and is reused by every invocation.
-pub struct App {
-    pool: PgPool,
-    credentials: Credentials,
-    cache: Mutex<LocationCache>,
-    poison_policy: PoisonPolicy,
-    deadline_margin: Duration,
-    metrics: MetricsConfig,
-}
-
-impl App {
-    /// Resolves the credentials (reading the secret, if one is configured) and builds the pool
-    /// without connecting: init must not fail or hang because the database is briefly
-    /// unreachable; the first invocation connects, waiting at most `connect_timeout`.
-    pub async fn new(config: &Config) -> Result<Self, CredentialError> {
-        let (credentials, options) = Credentials::resolve(config).await?;
-        let pool = PgPoolOptions::new()
-            .max_connections(config.pool_size)
-            .min_connections(0)
-            .acquire_timeout(config.connect_timeout)
-            // Named, so operators can tell the function's sessions apart in pg_stat_activity.
-            .connect_lazy_with(options.application_name(APPLICATION_NAME));
-        Ok(Self {
-            pool,
-            credentials,
-            cache: Mutex::new(LocationCache::new(config.cache_capacity, config.cache_ttl)),
-            poison_policy: config.poison_policy,
-            deadline_margin: config.deadline_margin,
-            metrics: config.metrics.clone(),
-        })
-    }
-}
-
-/// Why nothing was written in an invocation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WriteFailure {
-    Deadline,
-    Database(String),
-}
-
-/// Everything an invocation did; logged as one line, turned into metrics, asserted on in tests.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Summary {
-    pub counts: Counts,
-    pub lookup: LookupStats,
-    pub write: WriteStats,
-    pub failure: Option<WriteFailure>,
-    /// Orders and dead letters committed by this invocation (0 when the write failed).
-    pub orders_written: usize,
-    pub dead_letters_written: usize,
-    /// Partitions reported in the response, and the records Lambda will deliver again.
-    pub reported: usize,
-    pub redelivered_records: usize,
-    pub oldest_timestamp_ms: Option<i64>,
-    pub decode_ms: u128,
-    pub lookup_ms: u128,
-    pub write_ms: u128,
-    pub total_ms: u128,
-}
+use crate::summary::{log_summary, millis, Summary, WriteFailure};
 
 /// The Lambda handler.
 ///
@@ -110,7 +44,7 @@ pub fn deadline_from_epoch_ms(deadline_ms: u64, margin: Duration) -> Option<Inst
     deadline_at(
         deadline_ms,
         margin,
-        epoch_ms().max(0) as u64,
+        u64::try_from(epoch_ms()).unwrap_or(0),
         Instant::now(),
     )
 }
@@ -135,7 +69,7 @@ fn deadline_at(deadline_ms: u64, margin: Duration, now_ms: u64, now: Instant) ->
 fn epoch_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or_default()
 }
 
@@ -147,7 +81,7 @@ pub async fn process(
 ) -> (BatchResponse, Summary) {
     let started = Instant::now();
     let plan = plan::plan(event::decode(event), app.poison_policy);
-    let decode_ms = started.elapsed().as_millis();
+    let decode_ms = millis(started.elapsed());
 
     let mut io = IoStats::default();
     let failure = if !plan.has_writes() {
@@ -188,7 +122,7 @@ pub async fn process(
         decode_ms,
         lookup_ms: io.lookup_ms,
         write_ms: io.write_ms,
-        total_ms: started.elapsed().as_millis(),
+        total_ms: millis(started.elapsed()),
     };
     (response, summary)
 }
@@ -197,8 +131,8 @@ pub async fn process(
 struct IoStats {
     lookup: LookupStats,
     write: WriteStats,
-    lookup_ms: u128,
-    write_ms: u128,
+    lookup_ms: u64,
+    write_ms: u64,
 }
 
 /// The I/O of an invocation. When the database rejects the credentials and they come from a
@@ -243,10 +177,10 @@ async fn try_enrich_and_write(
     let (locations, lookup) =
         enrich::locate(&app.pool, &app.cache, &plan.distinct_customers()).await?;
     stats.lookup = lookup;
-    stats.lookup_ms = started.elapsed().as_millis();
+    stats.lookup_ms = millis(started.elapsed());
     let started = Instant::now();
     stats.write = store::write(&app.pool, plan, &locations).await?;
-    stats.write_ms = started.elapsed().as_millis();
+    stats.write_ms = millis(started.elapsed());
     Ok(())
 }
 
@@ -280,58 +214,6 @@ fn describe(error: &sqlx::Error) -> String {
             "no database connection within DB_CONNECT_TIMEOUT_MS (database unreachable or too slow to accept connections)".to_owned()
         }
         _ => error.to_string(),
-    }
-}
-
-fn log_summary(request_id: &str, summary: &Summary) {
-    let counts = &summary.counts;
-    let failure = match &summary.failure {
-        None => String::new(),
-        Some(WriteFailure::Deadline) => "deadline reached before the write finished".to_owned(),
-        Some(WriteFailure::Database(error)) => format!("database: {error}"),
-    };
-    let fields = (
-        counts.received,
-        counts.orders,
-        counts.superseded,
-        summary.write.customers_not_found,
-        counts.dead_lettered,
-        counts.tombstones,
-    );
-    macro_rules! summary_event {
-        ($level:ident, $message:literal) => {
-            tracing::$level!(
-                request_id,
-                received = fields.0,
-                orders = fields.1,
-                superseded_in_batch = fields.2,
-                customers_not_found = fields.3,
-                dead_lettered = fields.4,
-                tombstones = fields.5,
-                poison_reported = counts.poison_reported,
-                held_back = counts.held_back,
-                reported_partitions = summary.reported,
-                redelivered_records = summary.redelivered_records,
-                orders_changed = summary.write.orders_changed,
-                cache_hits = summary.lookup.cache_hits,
-                customers_looked_up = summary.lookup.looked_up,
-                lookup_round_trips = summary.lookup.round_trips,
-                decode_ms = summary.decode_ms as u64,
-                lookup_ms = summary.lookup_ms as u64,
-                write_ms = summary.write_ms as u64,
-                total_ms = summary.total_ms as u64,
-                failure = failure.as_str(),
-                $message
-            )
-        };
-    }
-    if summary.failure.is_some() {
-        summary_event!(
-            warn,
-            "batch not written; partitions reported for redelivery"
-        );
-    } else {
-        summary_event!(info, "batch processed");
     }
 }
 

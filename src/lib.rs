@@ -3,9 +3,16 @@
 //! that retries never duplicate or reorder anything, and answers with a Kafka partial batch
 //! response naming exactly the records to redeliver.
 //!
-//! The flow, one module a step: [`event`] (decode) → [`plan`] (pure: what to write, what to
-//! dead-letter, what to report) → [`enrich`] (lookup through [`cache`]) → [`store`] (one
-//! statement) → [`response`]. [`handler`] strings them together.
+//! Start-up (once per execution environment): [`config`] (the environment) → [`credentials`]
+//! (a Secrets Manager secret, or `DATABASE_URL`) → [`startup`] (pool, cache); [`telemetry`]
+//! sets up logging and [`init_error`] reports a failed start to Lambda.
+//!
+//! One invocation, one module a step, strung together by [`handler`]:
+//! 1. [`event`]: decode the Kafka event; [`order`] parses each value into an order.
+//! 2. [`plan`] (pure): what to write, what to dead-letter, what to report.
+//! 3. [`enrich`]: customer locations ([`location`]) through [`cache`], one query for the misses.
+//! 4. [`store`]: one statement for the orders and dead letters.
+//! 5. [`response`]: the partial batch response; [`summary`] (the log line) and [`metrics`] (EMF).
 
 pub mod cache;
 pub mod config;
@@ -14,10 +21,12 @@ pub mod enrich;
 pub mod event;
 pub mod handler;
 pub mod init_error;
-pub mod local;
+pub mod location;
 pub mod metrics;
 pub mod order;
 pub mod plan;
 pub mod response;
+pub mod startup;
 pub mod store;
+pub mod summary;
 pub mod telemetry;

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use lambda_runtime::{service_fn, LambdaEvent};
 use msk_order_enricher::config::Config;
-use msk_order_enricher::handler::{self, App};
+use msk_order_enricher::handler;
+use msk_order_enricher::startup::App;
 use msk_order_enricher::{init_error, telemetry};
 use serde_json::value::RawValue;
 

@@ -10,7 +10,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::config::MetricsConfig;
-use crate::handler::Summary;
+use crate::summary::Summary;
 
 /// The metrics, their units and meaning; the README's table and the template's alarms and
 /// dashboard use these names.
@@ -35,7 +35,9 @@ pub mod names {
 pub fn emf_document(summary: &Summary, config: &MetricsConfig, now_ms: i64) -> Option<String> {
     let namespace = config.namespace.as_deref()?;
     let count = |n: usize| (n as f64, "Count");
-    let millis = |ms: u128| (ms as f64, "Milliseconds");
+    // Milliseconds of one invocation stay far below 2^53: f64 holds them exactly.
+    #[allow(clippy::cast_precision_loss)]
+    let millis = |ms: u64| (ms as f64, "Milliseconds");
     let mut metrics: Vec<(&str, (f64, &str))> = vec![
         (names::RECORDS_RECEIVED, count(summary.counts.received)),
         (
@@ -104,9 +106,9 @@ pub fn emf_document(summary: &Summary, config: &MetricsConfig, now_ms: i64) -> O
 mod tests {
     use super::*;
     use crate::enrich::LookupStats;
-    use crate::handler::WriteFailure;
     use crate::plan::Counts;
     use crate::store::WriteStats;
+    use crate::summary::WriteFailure;
 
     fn summary() -> Summary {
         Summary {

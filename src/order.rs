@@ -155,14 +155,18 @@ fn slash_date(value: &str) -> Option<NaiveDate> {
         4 => digits(year, 4, 4)?,
         _ => return None,
     };
-    NaiveDate::from_ymd_opt(year as i32, digits(month, 1, 2)?, digits(day, 1, 2)?)
+    NaiveDate::from_ymd_opt(
+        i32::try_from(year).ok()?,
+        digits(month, 1, 2)?,
+        digits(day, 1, 2)?,
+    )
 }
 
 fn iso_date(value: &str) -> Option<NaiveDate> {
     let (year, rest) = value.split_once('-')?;
     let (month, day) = rest.split_once('-')?;
     NaiveDate::from_ymd_opt(
-        digits(year, 4, 4)? as i32,
+        i32::try_from(digits(year, 4, 4)?).ok()?,
         digits(month, 2, 2)?,
         digits(day, 2, 2)?,
     )

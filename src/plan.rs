@@ -417,16 +417,16 @@ mod tests {
     #[test]
     fn reported_identifiers_are_always_in_the_event() {
         let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = |n: u64| {
+        let mut next = |n: i64| -> i64 {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
-            seed % n
+            (seed % n.unsigned_abs()).cast_signed()
         };
         for _ in 0..500 {
-            let partitions: Vec<DecodedPartition> = (0..1 + next(4) as i32)
+            let partitions: Vec<DecodedPartition> = (0..i32::try_from(1 + next(4)).unwrap())
                 .map(|number| {
-                    let first = next(1_000) as i64;
+                    let first = next(1_000);
                     let records = (0..next(6))
                         .map(|i| {
                             let payload = match next(4) {
@@ -434,7 +434,7 @@ mod tests {
                                 1 => poison("bad"),
                                 _ => order(&format!("SO-{}", next(5)), "Jones"),
                             };
-                            (first + 2 * i as i64, payload)
+                            (first + 2 * i, payload)
                         })
                         .collect();
                     partition("t.x-y", number, records)

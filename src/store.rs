@@ -14,8 +14,8 @@ use rust_decimal::Decimal;
 use serde_json::json;
 use sqlx::{PgPool, Row};
 
-use crate::enrich::Locations;
 use crate::event::Header;
+use crate::location::Locations;
 use crate::plan::Plan;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -1,9 +1,16 @@
 //! The one place that sets up logging: JSON lines by default (what CloudWatch Logs Insights
 //! queries best), plain text when `AWS_LAMBDA_LOG_FORMAT=Text`; the level from
 //! `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG`, else `info`.
+//!
+//! `lambda_runtime::tracing::init_default_subscriber` reads the same variables but does not
+//! fit: it writes text unless `AWS_LAMBDA_LOG_FORMAT=JSON` is set (so a function deployed
+//! without `LoggingConfig` would log text), its JSON nests each event's fields under `fields`
+//! (Logs Insights queries then need `fields.orders` instead of `orders`), and it panics when a
+//! subscriber is already set, which the integration tests do once per process.
 
 use tracing_subscriber::EnvFilter;
 
+/// Installs the subscriber; a second call keeps the first.
 pub fn init() {
     let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
         .ok()

@@ -1,8 +1,8 @@
 //! Decoding and planning on recorded MSK payloads (no database).
 
 use msk_order_enricher::event::{self, Payload};
-use msk_order_enricher::local::events::{build_event, synthetic_orders};
 use msk_order_enricher::plan::{self, PoisonPolicy, WriteOutcome};
+use xtask::events::{build_event, synthetic_orders};
 
 use crate::support::{event, reported};
 
@@ -116,13 +116,13 @@ fn poison_fixture_plans_under_both_policies() {
 
 /// A batch at the event source mapping's limits: 10,000 records, just under the 6 MB payload cap.
 pub fn large_event() -> msk_order_enricher::event::KafkaEvent {
-    build_event(
+    crate::support::parse_event(&build_event(
         "orders",
         4,
         synthetic_orders(10_000, 0, 500),
         1_000_000,
         1_700_000_000_000,
-    )
+    ))
 }
 
 #[test]

@@ -1,7 +1,6 @@
 //! Integration tests: one binary (one link, one shared PostgreSQL server), one module per
 //! behaviour. Every test that touches data talks to a real PostgreSQL.
 
-#[cfg(feature = "kafka")]
 mod broker;
 mod pg;
 mod support;

@@ -57,7 +57,6 @@ pub async fn client() -> aws_sdk_secretsmanager::Client {
     aws_sdk_secretsmanager::Client::new(&config().await)
 }
 
-#[cfg(feature = "sqs")]
 pub async fn sqs_client() -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(&config().await)
 }

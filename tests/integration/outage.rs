@@ -35,7 +35,7 @@ async fn database_stopped_mid_run_reports_each_partition_and_loses_nothing() {
     assert!(
         matches!(
             summary.failure,
-            Some(msk_order_enricher::handler::WriteFailure::Database(_))
+            Some(msk_order_enricher::summary::WriteFailure::Database(_))
         ),
         "{:?}",
         summary.failure
@@ -74,7 +74,7 @@ async fn deadline_already_reached_reports_every_partition_with_work() {
     );
     assert_eq!(
         summary.failure,
-        Some(msk_order_enricher::handler::WriteFailure::Deadline)
+        Some(msk_order_enricher::summary::WriteFailure::Deadline)
     );
     assert_eq!(count(&db.pool, "enriched_orders").await, 0);
 }
@@ -104,7 +104,7 @@ async fn deadline_reached_during_a_blocked_write_reports_and_writes_nothing() {
     );
     assert_eq!(
         summary.failure,
-        Some(msk_order_enricher::handler::WriteFailure::Deadline)
+        Some(msk_order_enricher::summary::WriteFailure::Deadline)
     );
     assert_eq!(
         reported(&response),

@@ -2,7 +2,7 @@
 //! nothing, and an older record never overwrites a newer one.
 
 use msk_order_enricher::event::KafkaEvent;
-use msk_order_enricher::local::events::{build_event, RecordSpec};
+use xtask::events::{build_event, RecordSpec};
 
 use crate::support::*;
 
@@ -56,7 +56,7 @@ fn one_order(
     timestamp_ms: i64,
 ) -> KafkaEvent {
     let record = RecordSpec::from_order_line(&order_line(order_no, customer, units));
-    build_event("orders", 1, [record], offset, timestamp_ms)
+    parse_event(&build_event("orders", 1, [record], offset, timestamp_ms))
 }
 
 /// A stream of 300 records on one topic with 3 partitions, many of them updates of earlier
@@ -67,7 +67,7 @@ fn stream() -> KafkaEvent {
         let order_no = format!("SO-{:03}", (i * 7) % 90);
         RecordSpec::from_order_line(&order_line(&order_no, customers[(i % 4) as usize], i))
     });
-    build_event("orders", 3, specs, 0, 1_700_000_000_000)
+    parse_event(&build_event("orders", 3, specs, 0, 1_700_000_000_000))
 }
 
 /// Deterministic pseudo-random numbers (xorshift), so a failure can be reproduced.
@@ -77,7 +77,7 @@ impl Rng {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
+        usize::try_from(self.0 % n as u64).unwrap()
     }
 }
 

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use msk_order_enricher::local::runtime_api::{Outcome, RuntimeApi};
+use esm_local::runtime_api::{Outcome, RuntimeApi};
 use msk_order_enricher::response::BatchResponse;
 use tokio::io::AsyncReadExt;
 

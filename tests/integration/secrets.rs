@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use msk_order_enricher::local::runtime_api::RuntimeApi;
+use esm_local::runtime_api::RuntimeApi;
 use msk_order_enricher::response::BatchResponse;
 use sqlx::PgPool;
 use tokio::io::AsyncReadExt;

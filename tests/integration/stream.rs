@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use msk_order_enricher::local::esm::batch::{EventSource, TopicPartition};
-use msk_order_enricher::local::esm::destination::Destination;
-use msk_order_enricher::local::esm::file_topic::{FileTopic, LineFormat};
-use msk_order_enricher::local::esm::function::Function;
-use msk_order_enricher::local::esm::rules::Settings;
-use msk_order_enricher::local::esm::runner::{run, PartitionProgress, RunOptions, Source, Summary};
-use msk_order_enricher::local::events::EVENT_SOURCE_ARN;
+use esm_local::batch::{EventSource, TopicPartition};
+use esm_local::destination::Destination;
+use esm_local::file_topic::{FileTopic, LineFormat};
+use esm_local::function::Function;
+use esm_local::rules::Settings;
+use esm_local::runner::{run, PartitionProgress, RunOptions, Source, Summary};
+use esm_local::EVENT_SOURCE_ARN;
 use serde_json::Value;
 
 use crate::support::*;
@@ -165,10 +165,7 @@ async fn run_to_the_end(
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
+    esm_local::clock::now_ms()
 }
 
 /// Where each order lands in a 3-partition topic (Kafka's partitioner on `OrderNo`), and the
@@ -370,7 +367,6 @@ async fn records_older_than_the_maximum_age_go_on_failure_undelivered() {
     assert_eq!(lag(&summary).values().sum::<i64>(), 0);
 }
 
-#[cfg(feature = "sqs")]
 #[tokio::test]
 async fn an_sqs_destination_gets_the_metadata_without_the_payload() {
     let db = fresh_db().await;
@@ -422,13 +418,12 @@ async fn an_sqs_destination_gets_the_metadata_without_the_payload() {
     assert_eq!(info["lastRecordOffset"], "6");
 }
 
-#[cfg(feature = "kafka")]
 mod broker_tests {
     use super::*;
     use crate::broker::bootstrap_servers;
     use crate::pg::PgServer;
-    use msk_order_enricher::local::esm::file_topic::KeyAndValue;
-    use msk_order_enricher::local::esm::kafka::{self, Connection, KafkaSource, StartingPosition};
+    use esm_local::file_topic::KeyAndValue;
+    use esm_local::kafka::{self, Connection, KafkaSource, StartingPosition};
     use std::sync::atomic::Ordering;
 
     fn connection() -> Connection {
@@ -616,7 +611,10 @@ mod broker_tests {
         expected.retain(|o| !skipped.contains(o));
         assert_eq!(order_numbers(&db.pool).await, expected);
         assert_eq!(summary.on_failure_batches, 1);
-        assert_eq!(summary.on_failure_records as usize, given_up.len());
+        assert_eq!(
+            usize::try_from(summary.on_failure_records).unwrap(),
+            given_up.len()
+        );
         assert_eq!(lag(&summary).values().sum::<i64>(), 0);
         assert_committed_at_end(topic, "enricher").await;
     }

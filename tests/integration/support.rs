@@ -8,11 +8,13 @@ use std::time::Instant;
 
 use msk_order_enricher::config::Config;
 use msk_order_enricher::event::KafkaEvent;
-use msk_order_enricher::handler::{self, App, Summary};
-use msk_order_enricher::local::db;
+use msk_order_enricher::handler;
 use msk_order_enricher::response::BatchResponse;
+use msk_order_enricher::startup::App;
+use msk_order_enricher::summary::Summary;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool, Row};
+use xtask::db;
 
 pub struct TestDb {
     pub url: String,
@@ -174,11 +176,8 @@ pub async fn location_of(
 }
 
 /// Invokes the function behind `api` with a fixture event and returns its batch response.
-pub async fn invoke_fixture(
-    api: &msk_order_enricher::local::runtime_api::RuntimeApi,
-    name: &str,
-) -> BatchResponse {
-    use msk_order_enricher::local::runtime_api::Outcome;
+pub async fn invoke_fixture(api: &esm_local::runtime_api::RuntimeApi, name: &str) -> BatchResponse {
+    use esm_local::runtime_api::Outcome;
     let body = std::fs::read(fixture_path(&format!("events/{name}"))).expect("reading fixture");
     match api
         .invoke(body, std::time::Duration::from_secs(30))
@@ -212,4 +211,9 @@ pub fn wait_until_listening(server: &mut std::process::Child, port: u16, what: &
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// An event rendered by `xtask::events` (the emulator's renderer), as the function decodes it.
+pub fn parse_event(json: &str) -> KafkaEvent {
+    serde_json::from_str(json).expect("a rendered event is a Kafka event")
 }

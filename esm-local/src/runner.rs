@@ -1,34 +1,32 @@
 //! The mapping's loop: read records, cut batches, invoke the function, then commit, redeliver,
-//! retry or give up as [`super::rules`] decides. One poller: invocations are sequential and a
+//! retry or give up as [`crate::rules`] decides. One poller: invocations are sequential and a
 //! batch being retried holds back new batches, as a mapping with one poller does.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::batch::{Batch, Cut, EventSource, Pending, Record, SourceRecord, TopicPartition};
-use super::destination::Destination;
-use super::file_topic::FileTopic;
-use super::function::Function;
-use super::rules::{
+use crate::batch::{Batch, Cut, EventSource, Pending, Record, SourceRecord, TopicPartition};
+use crate::clock::{millis, now_ms};
+use crate::destination::Destination;
+use crate::file_topic::FileTopic;
+use crate::function::Function;
+use crate::rules::{
     decide, judge, on_failure_record, Attempt, Condition, Discarded, FailureContext, Invocation,
     Settings, Verdict,
 };
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// The function ARN the records name (the local Runtime API serves this function).
-pub const FUNCTION_ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:msk-order-enricher";
-
 /// Where records come from.
 pub enum Source {
     File(FileTopic),
     #[cfg(feature = "kafka")]
-    Kafka(super::kafka::KafkaSource),
+    Kafka(crate::kafka::KafkaSource),
 }
 
 impl Source {
@@ -195,13 +193,6 @@ impl Summary {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
-
 struct Run<'a> {
     options: &'a RunOptions,
     source: &'a mut Source,
@@ -271,8 +262,9 @@ impl Run<'_> {
                     total + (p.end - p.start).max(0),
                 )
             });
-        self.bar.set_length(total as u64);
-        self.bar.set_position(done as u64);
+        // Both are sums of non-negative terms.
+        self.bar.set_length(total.unsigned_abs());
+        self.bar.set_position(done.unsigned_abs());
         self.bar.set_message(format!(
             "{} invocations, {} retries, {} on-failure",
             self.summary.invocations, self.summary.retries, self.summary.on_failure_batches
@@ -286,7 +278,7 @@ impl Run<'_> {
             &discarded,
             &FailureContext {
                 request_id: &request_id,
-                function_arn: FUNCTION_ARN,
+                function_arn: &self.function.arn(),
                 source: &self.options.event_source,
                 now_ms: now_ms(),
             },
@@ -378,9 +370,7 @@ impl Run<'_> {
     async fn invoke(&mut self, mut attempt: Attempt) -> Result<Vec<Attempt>, Error> {
         // Records past MaximumRecordAgeInSeconds are not delivered.
         if let Some(max_age) = self.options.settings.maximum_record_age {
-            let (fresh, expired) = attempt
-                .batch
-                .split_expired(now_ms(), max_age.as_millis() as i64);
+            let (fresh, expired) = attempt.batch.split_expired(now_ms(), millis(max_age));
             if !expired.is_empty() {
                 let untouched: BTreeMap<TopicPartition, i64> = expired
                     .next_offsets()

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::batch::{Batch, EventSource, TopicPartition, MAX_PAYLOAD_BYTES};
+use crate::batch::{Batch, EventSource, TopicPartition, MAX_PAYLOAD_BYTES};
 
 /// The event source mapping's settings that shape delivery (names as in the SAM template).
 #[derive(Debug, Clone, PartialEq)]
@@ -395,8 +395,8 @@ fn rfc3339(epoch_ms: i64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::batch::{Record, SourceRecord, TimestampType};
     use super::*;
+    use crate::batch::{Record, SourceRecord, TimestampType};
 
     fn record(partition: i32, offset: i64) -> Record {
         Record::new(&SourceRecord {

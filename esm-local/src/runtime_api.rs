@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
@@ -20,7 +20,19 @@ use tokio::process::Command;
 use tokio::sync::{oneshot, Notify};
 
 const PREFIX: &str = "/2018-06-01/runtime";
-const FUNCTION_ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:msk-order-enricher";
+
+/// The ARN Lambda would give a function of this name (in a made-up account).
+pub fn function_arn(name: &str) -> String {
+    format!("arn:aws:lambda:us-east-1:000000000000:function:{name}")
+}
+
+/// Lambda names a function; locally the binary's file name stands for it, as cargo-lambda does.
+pub fn function_name(binary: &Path) -> String {
+    binary.file_name().map_or_else(
+        || "function".to_owned(),
+        |name| name.to_string_lossy().into_owned(),
+    )
+}
 
 /// How an invocation ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +75,8 @@ struct Shared {
     first_poll: Mutex<Option<Instant>>,
     polls: AtomicU64,
     next_id: AtomicU64,
+    /// The ARN `/next` names, set when a function command is made.
+    function_arn: Mutex<String>,
 }
 
 /// The Runtime API. Dropping it stops the server.
@@ -118,7 +132,7 @@ impl RuntimeApi {
             "local-{:06}",
             self.shared.next_id.fetch_add(1, Ordering::Relaxed) + 1
         );
-        let deadline_ms = epoch_ms() + timeout.as_millis() as u64;
+        let deadline_ms = epoch_ms().saturating_add(crate::clock::millis(timeout).unsigned_abs());
         let (sender, receiver) = oneshot::channel();
         lock(&self.shared.waiting).insert(request_id.clone(), sender);
         lock(&self.shared.queue).push_back(Pending {
@@ -158,17 +172,16 @@ impl RuntimeApi {
     /// A command that starts `binary` as Lambda would, pointed at this API. Add the function's
     /// own configuration with `env` and spawn it.
     pub fn function_command(&self, binary: &Path) -> Command {
+        let name = function_name(binary);
+        *lock(&self.shared.function_arn) = function_arn(&name);
         let mut command = Command::new(binary);
         command
             .env("AWS_LAMBDA_RUNTIME_API", self.address.to_string())
-            .env("AWS_LAMBDA_FUNCTION_NAME", "msk-order-enricher")
+            .env("AWS_LAMBDA_FUNCTION_NAME", &name)
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
             .env("AWS_LAMBDA_LOG_STREAM_NAME", "local")
-            .env(
-                "AWS_LAMBDA_LOG_GROUP_NAME",
-                "/aws/lambda/msk-order-enricher",
-            )
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}"))
             .env("AWS_REGION", "us-east-1")
             .stdin(Stdio::null())
             .kill_on_drop(true);
@@ -196,7 +209,8 @@ async fn next(State(shared): State<Arc<Shared>>) -> Response {
         "lambda-runtime-deadline-ms",
         &pending.deadline_ms.to_string(),
     );
-    set("lambda-runtime-invoked-function-arn", FUNCTION_ARN);
+    let arn = lock(&shared.function_arn).clone();
+    set("lambda-runtime-invoked-function-arn", &arn);
     set(
         "lambda-runtime-trace-id",
         "Root=1-00000000-000000000000000000000000;Sampled=0",
@@ -238,10 +252,7 @@ async fn init_error(State(shared): State<Arc<Shared>>, body: Bytes) -> StatusCod
 }
 
 fn epoch_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
+    crate::clock::now_ms().unsigned_abs()
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -11,8 +11,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::process::Child;
 
-use super::rules::Invocation;
-use crate::local::runtime_api::{Outcome, RuntimeApi};
+use crate::rules::Invocation;
+use crate::runtime_api::{Outcome, RuntimeApi};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -35,7 +35,7 @@ impl Function {
     ) -> Result<Self, Error> {
         if !binary.exists() {
             return Err(format!(
-                "no function binary at {} (cargo build --bin msk-order-enricher first)",
+                "no function binary at {} (build it first, e.g. cargo build --bin NAME)",
                 binary.display()
             )
             .into());
@@ -54,6 +54,7 @@ impl Function {
     /// A function served by `cargo lambda watch` at `endpoint` (e.g. `http://127.0.0.1:9000`).
     pub fn remote(endpoint: &str, name: &str) -> Self {
         Self::Remote(Remote {
+            name: name.to_owned(),
             url: format!(
                 "{}/2015-03-31/functions/{name}/invocations",
                 endpoint.trim_end_matches('/')
@@ -75,6 +76,14 @@ impl Function {
         if let Self::Spawned(spawned) = self {
             spawned.log = Some(path);
         }
+    }
+
+    /// The function's ARN, as on-failure records name it.
+    pub fn arn(&self) -> String {
+        crate::runtime_api::function_arn(&match self {
+            Self::Spawned(spawned) => crate::runtime_api::function_name(&spawned.binary),
+            Self::Remote(remote) => remote.name.clone(),
+        })
     }
 
     /// How many times the function process was started (0 for a remote function).
@@ -159,6 +168,7 @@ impl Spawned {
 }
 
 pub struct Remote {
+    name: String,
     url: String,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
 }

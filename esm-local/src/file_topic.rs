@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use super::batch::{SourceRecord, TimestampType, TopicPartition};
-use crate::local::events::partition_for;
+use crate::batch::{SourceRecord, TimestampType, TopicPartition};
+use crate::partitioner::partition_for;
 
 /// A record's key and value (`None` value: a tombstone).
 pub type KeyAndValue = (Option<Vec<u8>>, Option<Vec<u8>>);
@@ -64,7 +64,7 @@ impl FileTopic {
         now_ms: i64,
     ) -> Self {
         let count = partitions.max(1);
-        let mut records: Vec<Vec<SourceRecord>> = vec![Vec::new(); count as usize];
+        let mut records: Vec<Vec<SourceRecord>> = (0..count).map(|_| Vec::new()).collect();
         let mut unkeyed = 0;
         for line in text.lines().filter(|line| !line.trim().is_empty()) {
             let (key, value) = format.split(line);
@@ -75,11 +75,12 @@ impl FileTopic {
                     (unkeyed - 1) % count
                 }
             };
-            let list = &mut records[partition as usize];
+            // partition_for and the round robin both give 0..count.
+            let list = &mut records[usize::try_from(partition).unwrap_or(0)];
             list.push(SourceRecord {
                 topic: topic.to_owned(),
                 partition,
-                offset: list.len() as i64,
+                offset: offset_at(list.len()),
                 timestamp_ms: now_ms,
                 timestamp_type: TimestampType::CreateTime,
                 key,
@@ -95,8 +96,8 @@ impl FileTopic {
     }
 
     pub fn topic_partitions(&self) -> Vec<TopicPartition> {
-        (0..self.partitions.len() as i32)
-            .map(|p| TopicPartition::new(self.topic.clone(), p))
+        (0..self.partitions.len())
+            .map(|p| TopicPartition::new(self.topic.clone(), i32::try_from(p).unwrap_or(i32::MAX)))
             .collect()
     }
 
@@ -114,9 +115,18 @@ impl FileTopic {
     pub fn end_offsets(&self) -> BTreeMap<TopicPartition, i64> {
         self.topic_partitions()
             .into_iter()
-            .zip(self.partitions.iter().map(|records| records.len() as i64))
+            .zip(
+                self.partitions
+                    .iter()
+                    .map(|records| offset_at(records.len())),
+            )
             .collect()
     }
+}
+
+/// The offset of the record at `index` of a partition (a file has far fewer than 2^63 lines).
+fn offset_at(index: usize) -> i64 {
+    i64::try_from(index).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

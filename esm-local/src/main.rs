@@ -1,16 +1,16 @@
-//! `esm-local`: run the function on your machine the way Lambda's event source mapping does.
+//! `esm-local`: run a Kafka-triggered Lambda function on your machine the way Lambda's event
+//! source mapping does.
 //!
-//! - `esm-local run --file fixtures/orders.jsonl` or `esm-local run --bootstrap-servers
-//!   127.0.0.1:9092 --topic orders`: read a topic, cut batches, invoke the function binary (or a
-//!   running `cargo lambda watch`), and redeliver, retry, bisect and give up as Lambda does.
-//! - `esm-local produce --bootstrap-servers ... --topic orders fixtures/orders.jsonl`: load a
-//!   file into a broker, keyed and partitioned as a Java producer would.
-//! - `esm-local event fixtures/orders.jsonl > event.json`: the MSK event the mapping would send
-//!   for a file topic, for `cargo lambda invoke --data-file`.
-//! - `esm-local setup-db --customers fixtures/customers.csv`: apply `migrations/` and load customers.
-//! - `esm-local show`: print what the function wrote.
-//! - `esm-local invoke fixtures/events/sample-orders.json ...`: start the function binary against a
-//!   local Lambda Runtime API, invoke it with each event and print each batch response.
+//! - `esm-local run --function target/debug/my-fn --file records.jsonl --topic orders` or
+//!   `esm-local run --function ... --bootstrap-servers 127.0.0.1:9092 --topic orders`: read a
+//!   topic, cut batches, invoke the function binary (or a running `cargo lambda watch`), and
+//!   redeliver, retry, bisect and give up as Lambda does.
+//! - `esm-local produce --bootstrap-servers ... --topic orders records.jsonl`: load a file into a
+//!   broker, keyed and partitioned as a Java producer would.
+//! - `esm-local event --topic orders records.jsonl > event.json`: the event the mapping would
+//!   send for a file topic, for `cargo lambda invoke --data-file`.
+//! - `esm-local invoke --function target/debug/my-fn event.json ...`: start the function binary
+//!   against a local Lambda Runtime API, invoke it with each event and print each answer.
 
 use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
@@ -20,20 +20,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use msk_order_enricher::local::db;
-use msk_order_enricher::local::esm::batch::{Cut, EventSource, Pending, Record};
-use msk_order_enricher::local::esm::destination::Destination;
-use msk_order_enricher::local::esm::file_topic::{FileTopic, LineFormat};
-use msk_order_enricher::local::esm::function::Function;
-use msk_order_enricher::local::esm::rules::{Invocation, Settings};
-use msk_order_enricher::local::esm::runner::{self, RunOptions, Source};
-use msk_order_enricher::local::events::EVENT_SOURCE_ARN;
-use sqlx::postgres::PgPoolOptions;
+use esm_local::batch::{Cut, EventSource, Pending, Record};
+use esm_local::clock::now_ms;
+use esm_local::destination::Destination;
+use esm_local::file_topic::{FileTopic, LineFormat};
+use esm_local::function::Function;
+use esm_local::rules::{Invocation, Settings};
+use esm_local::runner::{self, RunOptions, Source};
+use esm_local::EVENT_SOURCE_ARN;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Parser)]
-#[command(about = "Run msk-order-enricher locally as Lambda's Kafka event source mapping would")]
+#[command(
+    version,
+    about = "Run a Kafka-triggered Lambda function locally as Lambda's event source mapping would"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -64,18 +66,11 @@ enum Command {
         batch_size: usize,
         files: Vec<PathBuf>,
     },
-    /// Apply the migrations to DATABASE_URL and load customers from a CSV file.
-    SetupDb {
-        #[arg(long)]
-        customers: Option<PathBuf>,
-    },
-    /// Print the enriched orders and dead letters in DATABASE_URL.
-    Show,
     /// Run the function binary against a local Runtime API and invoke it with each event file.
     Invoke {
-        /// The function binary (default: the msk-order-enricher built next to this tool).
+        /// The function binary (a `bootstrap`, or what `cargo build` makes).
         #[arg(long)]
-        function: Option<PathBuf>,
+        function: PathBuf,
         /// The function timeout: the invocation deadline is this far from its start.
         #[arg(long, default_value_t = 30)]
         timeout_secs: u64,
@@ -86,7 +81,7 @@ enum Command {
 /// A topic made of the lines of files.
 #[derive(Args, Clone)]
 struct TopicArgs {
-    #[arg(long, default_value = "orders")]
+    #[arg(long)]
     topic: String,
     #[arg(long, default_value_t = 3)]
     partitions: i32,
@@ -97,9 +92,10 @@ struct TopicArgs {
 /// How lines of a file become records.
 #[derive(Args, Clone)]
 struct LineArgs {
-    /// Lines are JSON values keyed by this field (lines without it have no key).
-    #[arg(long, default_value = "OrderNo")]
-    key_field: String,
+    /// Lines are JSON values keyed by this field (lines without it have no key); without it
+    /// (and without --key-separator) records have no key and go round-robin.
+    #[arg(long, value_name = "FIELD")]
+    key_field: Option<String>,
     /// Lines are `key<SEP>value`, as kcat's `-K<SEP>` (instead of keying by a JSON field).
     #[arg(long, value_name = "SEP")]
     key_separator: Option<String>,
@@ -112,7 +108,7 @@ impl LineArgs {
                 separator: separator.clone(),
             },
             None => LineFormat::Values {
-                key_field: Some(self.key_field.clone()),
+                key_field: self.key_field.clone(),
             },
         }
     }
@@ -136,8 +132,8 @@ struct RunArgs {
     /// A Kafka-compatible broker (Apache Kafka, MSK, Redpanda, tansu).
     #[arg(long)]
     bootstrap_servers: Option<String>,
-    /// Topic(s) to read; repeat for several.
-    #[arg(long = "topic", default_value = "orders")]
+    /// Topic(s) to read; repeat for several (a file topic takes the first).
+    #[arg(long = "topic", required = true)]
     topics: Vec<String>,
     /// The consumer group whose committed offsets say where to resume.
     #[arg(long, default_value = "esm-local")]
@@ -174,13 +170,19 @@ struct RunArgs {
     no_report_batch_item_failures: bool,
 
     // --- the function ---
-    /// The function binary (default: the msk-order-enricher built next to this tool).
-    #[arg(long, conflicts_with = "invoke_url")]
+    /// The function binary (a `bootstrap`, or what `cargo build` makes), run against a local
+    /// Runtime API and restarted after a crash or a timeout.
+    #[arg(
+        long,
+        conflicts_with = "invoke_url",
+        required_unless_present = "invoke_url"
+    )]
     function: Option<PathBuf>,
     /// Invoke a function served by `cargo lambda watch` instead, e.g. http://127.0.0.1:9000.
     #[arg(long)]
     invoke_url: Option<String>,
-    #[arg(long, default_value = "msk-order-enricher")]
+    /// The function's name at --invoke-url (cargo lambda watch serves it under the binary's name).
+    #[arg(long, default_value = "function", requires = "invoke_url")]
     function_name: String,
     /// The function's timeout: each invocation's deadline.
     #[arg(long, default_value_t = 30)]
@@ -281,8 +283,6 @@ async fn run(command: Command) -> Result<(), Error> {
             timeout_secs,
             events,
         } => invoke(function, timeout_secs, events).await,
-        Command::SetupDb { customers } => setup_db(customers).await,
-        Command::Show => show().await,
     }
 }
 
@@ -294,13 +294,6 @@ fn read(file: &PathBuf) -> Result<String, Error> {
     std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()).into())
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
-
 fn file_event_source(self_managed: bool) -> EventSource {
     EventSource {
         event_source_arn: (!self_managed).then(|| EVENT_SOURCE_ARN.to_owned()),
@@ -308,15 +301,11 @@ fn file_event_source(self_managed: bool) -> EventSource {
     }
 }
 
-fn default_function() -> Result<PathBuf, Error> {
-    Ok(std::env::current_exe()?.with_file_name("msk-order-enricher"))
-}
-
 #[cfg(feature = "kafka")]
 fn connection(
     bootstrap_servers: &str,
     properties: &[String],
-) -> Result<msk_order_enricher::local::esm::kafka::Connection, Error> {
+) -> Result<esm_local::kafka::Connection, Error> {
     let properties = properties
         .iter()
         .map(|p| {
@@ -325,7 +314,7 @@ fn connection(
                 .ok_or_else(|| format!("-X {p}: expected KEY=VALUE"))
         })
         .collect::<Result<_, _>>()?;
-    Ok(msk_order_enricher::local::esm::kafka::Connection {
+    Ok(esm_local::kafka::Connection {
         bootstrap_servers: bootstrap_servers.to_owned(),
         properties,
     })
@@ -343,7 +332,7 @@ async fn produce(
     properties: Vec<String>,
     files: Vec<PathBuf>,
 ) -> Result<(), Error> {
-    use msk_order_enricher::local::esm::kafka;
+    use esm_local::kafka;
     let TopicArgs {
         topic,
         partitions,
@@ -383,7 +372,7 @@ async fn produce(_: String, _: TopicArgs, _: Vec<String>, _: Vec<PathBuf>) -> Re
 
 async fn open_source(args: &RunArgs) -> Result<(Source, EventSource), Error> {
     if let Some(file) = &args.file {
-        let topic = args.topics.first().map_or("orders", String::as_str);
+        let topic = args.topics.first().map_or("topic", String::as_str);
         let topic = FileTopic::from_lines(
             topic,
             args.partitions,
@@ -404,14 +393,20 @@ async fn open_kafka(
     args: &RunArgs,
     bootstrap_servers: &str,
 ) -> Result<(Source, EventSource), Error> {
-    use msk_order_enricher::local::esm::kafka::{KafkaSource, StartingPosition};
+    use esm_local::kafka::{KafkaSource, StartingPosition};
     let starting = match (
         args.starting_position.as_str(),
         args.starting_position_timestamp,
     ) {
         ("TRIM_HORIZON", None) => StartingPosition::TrimHorizon,
         ("LATEST", None) => StartingPosition::Latest,
-        ("AT_TIMESTAMP", Some(seconds)) => StartingPosition::AtTimestamp((seconds * 1000.0) as i64),
+        ("AT_TIMESTAMP", Some(seconds)) => StartingPosition::AtTimestamp(
+            // Whole milliseconds; `as` saturates, and no timestamp is near i64's range.
+            #[allow(clippy::cast_possible_truncation)]
+            {
+                (seconds * 1000.0).round() as i64
+            },
+        ),
         ("AT_TIMESTAMP", None) => {
             return Err("AT_TIMESTAMP needs --starting-position-timestamp (epoch seconds)".into())
         }
@@ -483,13 +478,10 @@ async fn run_mapping(args: RunArgs) -> Result<(), Error> {
     let (mut source, event_source) = open_source(&args).await?;
     let mut function = match &args.invoke_url {
         Some(url) => Function::remote(url, &args.function_name),
-        None => {
-            Function::spawn(match &args.function {
-                Some(path) => path.clone(),
-                None => default_function()?,
-            })
-            .await?
-        }
+        None => match &args.function {
+            Some(path) => Function::spawn(path.clone()).await?,
+            None => return Err("give the function: --function PATH or --invoke-url URL".into()),
+        },
     };
     if let Some(path) = &args.function_log {
         function.log_to(path.clone());
@@ -525,88 +517,8 @@ async fn run_mapping(args: RunArgs) -> Result<(), Error> {
     Ok(())
 }
 
-async fn connect() -> Result<sqlx::PgPool, Error> {
-    let url = std::env::var("DATABASE_URL").map_err(|_| "DATABASE_URL is not set")?;
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&url)
-        .await
-        .map_err(|e| format!("connecting: {e}"))?;
-    Ok(pool)
-}
-
-type OrderLine = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    String,
-);
-
-async fn show() -> Result<(), Error> {
-    let pool = connect().await?;
-    let orders: Vec<OrderLine> = sqlx::query_as(
-        "SELECT order_no, order_date::text, customer, units::text || ' x ' || unit_cost::text || ' = ' || total::text,
-                item, address, longitude::text, latitude::text,
-                source_topic || '-' || source_partition || '@' || source_offset
-         FROM enriched_orders ORDER BY order_no",
-    )
-    .fetch_all(&pool)
-    .await?;
-    println!("enriched_orders ({} rows):", orders.len());
-    for (no, date, customer, amount, item, address, longitude, latitude, source) in orders {
-        let location = match (address, longitude, latitude) {
-            (Some(a), Some(lo), Some(la)) => format!("{a} ({la}, {lo})"),
-            _ => "customer not found".to_owned(),
-        };
-        println!("  {no}  {date}  {customer:<9} {item:<7} {amount:<22} {location}  [{source}]");
-    }
-    let dead: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT partition_key || '@' || source_offset, reason, encode(coalesce(raw_value, ''), 'escape')
-         FROM dead_letters ORDER BY source_topic, source_partition, source_offset",
-    )
-    .fetch_all(&pool)
-    .await?;
-    println!("dead_letters ({} rows):", dead.len());
-    for (position, reason, value) in dead {
-        println!("  {position}  {reason}\n      value: {value}");
-    }
-    Ok(())
-}
-
-async fn setup_db(customers: Option<PathBuf>) -> Result<(), Error> {
-    let pool = connect().await?;
-    db::migrate(&pool).await?;
-    println!("migrations applied from {}", db::migrations_dir().display());
-    if let Some(file) = customers {
-        let text = std::fs::read_to_string(&file)
-            .map_err(|e| format!("reading {}: {e}", file.display()))?;
-        let customers =
-            db::parse_customers_csv(&text).map_err(|e| format!("{}: {e}", file.display()))?;
-        db::upsert_customers(&pool, &customers).await?;
-        println!(
-            "{} customers loaded from {}",
-            customers.len(),
-            file.display()
-        );
-    }
-    Ok(())
-}
-
-async fn invoke(
-    function: Option<PathBuf>,
-    timeout_secs: u64,
-    events: Vec<PathBuf>,
-) -> Result<(), Error> {
-    let mut function = Function::spawn(match function {
-        Some(path) => path,
-        None => default_function()?,
-    })
-    .await?;
+async fn invoke(function: PathBuf, timeout_secs: u64, events: Vec<PathBuf>) -> Result<(), Error> {
+    let mut function = Function::spawn(function).await?;
     let timeout = Duration::from_secs(timeout_secs);
     for file in &events {
         let outcome = function.invoke(read(file)?, timeout).await;

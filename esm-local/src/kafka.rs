@@ -14,8 +14,8 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, Timestamp, TopicPartitionList};
 
-use super::batch::{SourceRecord, TimestampType, TopicPartition};
-use super::file_topic::KeyAndValue;
+use crate::batch::{SourceRecord, TimestampType, TopicPartition};
+use crate::file_topic::KeyAndValue;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 

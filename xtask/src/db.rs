@@ -8,9 +8,9 @@ use rust_decimal::Decimal;
 use sqlx::migrate::Migrator;
 use sqlx::PgPool;
 
-/// The crate's `migrations/` folder.
+/// The function's `migrations/` folder, at the top of the workspace.
 pub fn migrations_dir() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations"))
 }
 
 pub async fn migrate(pool: &PgPool) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -62,12 +62,12 @@ pub fn parse_customers_csv(text: &str) -> Result<Vec<Customer>, String> {
 
 /// `count` customers named `Customer <i>`, each with an address and coordinates.
 pub fn synthetic_customers(count: usize) -> Vec<Customer> {
-    (0..count)
+    (0..i64::try_from(count).unwrap_or(i64::MAX))
         .map(|i| Customer {
             name: format!("Customer {i}"),
             address: Some(format!("{} Market Street", 100 + i)),
-            longitude: Some(Decimal::new(-122_419_416 + i as i64 * 1_000, 6)),
-            latitude: Some(Decimal::new(37_774_929 - i as i64 * 1_000, 6)),
+            longitude: Some(Decimal::new(-122_419_416 + i * 1_000, 6)),
+            latitude: Some(Decimal::new(37_774_929 - i * 1_000, 6)),
         })
         .collect()
 }

@@ -97,7 +97,10 @@ impl Record {
                 .headers
                 .iter()
                 .map(|(name, bytes)| {
-                    BTreeMap::from([(name.as_str(), bytes.iter().map(|&b| b as i8).collect())])
+                    BTreeMap::from([(
+                        name.as_str(),
+                        bytes.iter().map(|&b| b.cast_signed()).collect(),
+                    )])
                 })
                 .collect(),
         };
@@ -417,6 +420,78 @@ mod tests {
         EventSource {
             event_source_arn: Some("arn:aws:kafka:us-east-1:123456789012:cluster/c/1".into()),
             bootstrap_servers: "b-1:9092,b-2:9092".into(),
+        }
+    }
+
+    /// Users of `aws_lambda_events` must be able to trust every event this renders: keyed and
+    /// unkeyed records, tombstones, headers with non-ASCII bytes, both timestamp types, both
+    /// event sources.
+    #[test]
+    fn every_event_deserialises_with_aws_lambda_events() {
+        use aws_lambda_events::event::kafka::KafkaEvent;
+        let records = [
+            SourceRecord {
+                headers: vec![("city".into(), "Montréal".as_bytes().to_vec())],
+                ..plain("orders.v1-eu", 0, 7)
+            },
+            SourceRecord {
+                key: None,
+                timestamp_type: TimestampType::LogAppendTime,
+                ..plain("orders.v1-eu", 0, 8)
+            },
+            SourceRecord {
+                value: None,
+                ..plain("audit", 3, 0)
+            },
+        ];
+        for source in [
+            msk(),
+            EventSource {
+                event_source_arn: None,
+                bootstrap_servers: "localhost:9092".into(),
+            },
+        ] {
+            let batch = Batch::from_records(records.iter().map(Record::new));
+            let json = batch.event_json(&source);
+            let event: KafkaEvent = serde_json::from_str(&json).unwrap();
+            let expected_source = if source.event_source_arn.is_some() {
+                "aws:kafka"
+            } else {
+                "SelfManagedKafka"
+            };
+            assert_eq!(event.event_source.as_deref(), Some(expected_source));
+            assert_eq!(event.event_source_arn, source.event_source_arn);
+            assert_eq!(
+                event.bootstrap_servers.as_deref(),
+                Some(source.bootstrap_servers.as_str())
+            );
+            let eu = &event.records["orders.v1-eu-0"];
+            assert_eq!(eu.len(), 2);
+            assert_eq!(
+                (eu[0].topic.as_deref(), eu[0].partition, eu[0].offset),
+                (Some("orders.v1-eu"), 0, 7)
+            );
+            assert_eq!(eu[0].key.as_deref(), Some("azc="), "base64 of k7");
+            assert_eq!(eu[0].value.as_deref(), Some("dmFsdWU="), "base64 of value");
+            assert_eq!(eu[0].timestamp_type.as_deref(), Some("CREATE_TIME"));
+            let city: Vec<i8> = "Montréal".bytes().map(u8::cast_signed).collect();
+            assert_eq!(eu[0].headers[0]["city"], city);
+            assert_eq!(eu[1].key, None);
+            assert_eq!(eu[1].timestamp_type.as_deref(), Some("LOG_APPEND_TIME"));
+            assert_eq!(event.records["audit-3"][0].value, None, "a tombstone");
+        }
+    }
+
+    fn plain(topic: &str, partition: i32, offset: i64) -> SourceRecord {
+        SourceRecord {
+            topic: topic.to_owned(),
+            partition,
+            offset,
+            timestamp_ms: 1_700_000_000_000,
+            timestamp_type: TimestampType::CreateTime,
+            key: Some(format!("k{offset}").into_bytes()),
+            value: Some(b"value".to_vec()),
+            headers: vec![],
         }
     }
 

@@ -1,0 +1,168 @@
+//! `esm-local` driving a function it knows nothing about: the `probe` example, written with
+//! `aws_lambda_events` as most Rust Kafka functions are, through the mapping's rules.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use esm_local::batch::EventSource;
+use esm_local::destination::Destination;
+use esm_local::file_topic::{FileTopic, LineFormat};
+use esm_local::function::Function;
+use esm_local::rules::Settings;
+use esm_local::runner::{run, RunOptions, Source};
+use serde_json::Value;
+
+/// `cargo test` builds the examples next to the test binaries: target/<profile>/examples/.
+fn probe() -> PathBuf {
+    let test_binary = std::env::current_exe().unwrap();
+    let profile_dir = test_binary.parent().and_then(Path::parent).unwrap();
+    profile_dir.join("examples").join("probe")
+}
+
+async fn run_probe(
+    lines: &str,
+    partitions: i32,
+    settings: Settings,
+    on_failure: &Path,
+    log: &Path,
+) -> esm_local::runner::Summary {
+    let mut topic = Source::File(FileTopic::from_lines(
+        "demo",
+        partitions,
+        &LineFormat::Values { key_field: None },
+        lines,
+        esm_local::clock::now_ms(),
+    ));
+    let mut function = Function::spawn_with_env(
+        probe(),
+        vec![("PROBE_LOG".into(), log.display().to_string())],
+    )
+    .await
+    .unwrap();
+    let mut options = RunOptions::new(
+        settings,
+        EventSource {
+            event_source_arn: None,
+            bootstrap_servers: "localhost:9092".into(),
+        },
+    );
+    options.timeout = Duration::from_secs(10);
+    options.backoff = Duration::from_millis(50);
+    let destination = Destination::File(on_failure.to_path_buf());
+    let summary = run(
+        &options,
+        &mut topic,
+        &mut function,
+        &destination,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await
+    .unwrap();
+    function.stop().await;
+    summary
+}
+
+#[tokio::test]
+async fn a_reported_record_is_redelivered_then_given_up_with_its_payload() {
+    let dir = tempfile::tempdir().unwrap();
+    let (on_failure, log) = (
+        dir.path().join("on-failure.jsonl"),
+        dir.path().join("probe.log"),
+    );
+    let summary = run_probe(
+        "a\nb\nfail\nc\n",
+        1,
+        Settings {
+            batch_size: 10,
+            batching_window: Duration::ZERO,
+            maximum_retry_attempts: Some(1),
+            ..Settings::default()
+        },
+        &on_failure,
+        &log,
+    )
+    .await;
+
+    // The first delivery accepts offsets 0 and 1 and reports offset 2; the retry starts at
+    // offset 2, is reported again, and the mapping gives up on offsets 2 and 3.
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "demo-0 0 a\ndemo-0 1 b\n"
+    );
+    assert_eq!(summary.invocations, 2);
+    assert_eq!(summary.retries, 1);
+    assert_eq!(summary.partial_failures, 2);
+    assert_eq!(summary.on_failure_batches, 1);
+    assert_eq!(summary.on_failure_records, 2);
+    assert_eq!(summary.function_starts, 1);
+    let progress = summary.partitions.values().next().unwrap();
+    assert_eq!(
+        (progress.committed, progress.end, progress.lag()),
+        (4, 4, 0)
+    );
+
+    let records: Vec<Value> = std::fs::read_to_string(&on_failure)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(records.len(), 1);
+    let record = &records[0];
+    assert_eq!(
+        record["requestContext"]["condition"],
+        "RetryAttemptsExhausted"
+    );
+    assert_eq!(record["requestContext"]["approximateInvokeCount"], 2);
+    assert_eq!(
+        record["requestContext"]["functionArn"],
+        "arn:aws:lambda:us-east-1:000000000000:function:probe"
+    );
+    let info = &record["KafkaBatchInfo"]["recordsInfo"]["demo-0"];
+    assert_eq!(info["firstRecordOffset"], "2");
+    assert_eq!(info["lastRecordOffset"], "3");
+    // The payload is the event of the last attempt, as the function received it.
+    let payload: Value = serde_json::from_str(record["payload"].as_str().unwrap()).unwrap();
+    assert_eq!(payload["eventSource"], "SelfManagedKafka");
+    let offsets: Vec<i64> = payload["records"]["demo-0"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["offset"].as_i64().unwrap())
+        .collect();
+    assert_eq!(offsets, [2, 3]);
+}
+
+#[tokio::test]
+async fn partitions_without_a_failure_are_committed_and_never_redelivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (on_failure, log) = (
+        dir.path().join("on-failure.jsonl"),
+        dir.path().join("probe.log"),
+    );
+    // Unkeyed lines go round-robin: demo-0 gets a, fail, e; demo-1 gets b, d.
+    let summary = run_probe(
+        "a\nb\nfail\nd\ne\n",
+        2,
+        Settings {
+            batch_size: 10,
+            batching_window: Duration::ZERO,
+            maximum_retry_attempts: Some(0),
+            ..Settings::default()
+        },
+        &on_failure,
+        &log,
+    )
+    .await;
+    let mut accepted: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    accepted.sort();
+    assert_eq!(accepted, ["demo-0 0 a", "demo-1 0 b", "demo-1 1 d"]);
+    assert_eq!(summary.invocations, 1);
+    assert_eq!(summary.on_failure_records, 2, "demo-0 offsets 1 and 2");
+    assert_eq!(summary.duplicates_redelivered, 0);
+}

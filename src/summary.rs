@@ -1,0 +1,92 @@
+//! What an invocation did: one value, logged as one line, turned into metrics, asserted on in
+//! tests.
+
+use crate::enrich::LookupStats;
+use crate::plan::Counts;
+use crate::store::WriteStats;
+
+/// Why nothing was written in an invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteFailure {
+    Deadline,
+    Database(String),
+}
+
+/// Everything an invocation did; logged as one line, turned into metrics, asserted on in tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub counts: Counts,
+    pub lookup: LookupStats,
+    pub write: WriteStats,
+    pub failure: Option<WriteFailure>,
+    /// Orders and dead letters committed by this invocation (0 when the write failed).
+    pub orders_written: usize,
+    pub dead_letters_written: usize,
+    /// Partitions reported in the response, and the records Lambda will deliver again.
+    pub reported: usize,
+    pub redelivered_records: usize,
+    pub oldest_timestamp_ms: Option<i64>,
+    pub decode_ms: u64,
+    pub lookup_ms: u64,
+    pub write_ms: u64,
+    pub total_ms: u64,
+}
+
+/// Logs the summary as one line (JSON under Lambda): a warning when nothing was written.
+pub fn log_summary(request_id: &str, summary: &Summary) {
+    let counts = &summary.counts;
+    let failure = match &summary.failure {
+        None => String::new(),
+        Some(WriteFailure::Deadline) => "deadline reached before the write finished".to_owned(),
+        Some(WriteFailure::Database(error)) => format!("database: {error}"),
+    };
+    let fields = (
+        counts.received,
+        counts.orders,
+        counts.superseded,
+        summary.write.customers_not_found,
+        counts.dead_lettered,
+        counts.tombstones,
+    );
+    macro_rules! summary_event {
+        ($level:ident, $message:literal) => {
+            tracing::$level!(
+                request_id,
+                received = fields.0,
+                orders = fields.1,
+                superseded_in_batch = fields.2,
+                customers_not_found = fields.3,
+                dead_lettered = fields.4,
+                tombstones = fields.5,
+                poison_reported = counts.poison_reported,
+                held_back = counts.held_back,
+                reported_partitions = summary.reported,
+                redelivered_records = summary.redelivered_records,
+                orders_changed = summary.write.orders_changed,
+                cache_hits = summary.lookup.cache_hits,
+                customers_looked_up = summary.lookup.looked_up,
+                lookup_round_trips = summary.lookup.round_trips,
+                decode_ms = summary.decode_ms,
+                lookup_ms = summary.lookup_ms,
+                write_ms = summary.write_ms,
+                total_ms = summary.total_ms,
+                failure = failure.as_str(),
+                $message
+            )
+        };
+    }
+    if summary.failure.is_some() {
+        summary_event!(
+            warn,
+            "batch not written; partitions reported for redelivery"
+        );
+    } else {
+        summary_event!(info, "batch processed");
+    }
+}
+
+/// Whole milliseconds of `duration` for the log line and metrics (saturating: no invocation
+/// lasts 584 million years).
+pub fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,12 @@
+//! Development tasks and test support for the msk-order-enricher function: what knows this
+//! project's schema and fixtures but never runs in Lambda.
+//!
+//! - [`pg`]: throwaway PostgreSQL servers for tests and benchmarks.
+//! - [`db`]: the schema from `migrations/` and customers from a CSV file.
+//! - [`events`]: order events, rendered by `esm-local`'s event code.
+//!
+//! The binary (`cargo xtask`) sets up a database and shows what the function wrote.
+
+pub mod db;
+pub mod events;
+pub mod pg;
