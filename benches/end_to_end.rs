@@ -221,9 +221,12 @@ async fn main() {
     let mut warm_breakdowns = Vec::new();
     for run in 0..RUNS {
         let floor_plan = plan::plan(event::decode(batch(100 + run)), PoisonPolicy::DeadLetter);
-        let (locations, _) = enrich::locate(&floor_pool, &cache, &floor_plan.distinct_customers())
-            .await
-            .expect("lookup");
+        let mut lookup_conn = floor_pool.acquire().await.expect("a connection");
+        let (locations, _) =
+            enrich::locate(&mut lookup_conn, &cache, &floor_plan.distinct_customers())
+                .await
+                .expect("lookup");
+        drop(lookup_conn);
         let started = Instant::now();
         store::write(&floor_pool, &floor_plan, &locations)
             .await

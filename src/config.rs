@@ -21,6 +21,12 @@ pub struct Config {
     pub cache_capacity: NonZeroUsize,
     pub poison_policy: PoisonPolicy,
     pub deadline_margin: Duration,
+    /// The longest one invocation keeps retrying transient database failures; the deadline
+    /// (minus the margin) stops it sooner.
+    pub retry_limit: Duration,
+    /// Connection-level `statement_timeout` and `idle_in_transaction_session_timeout`: a
+    /// backstop for the per-transaction limits set from the deadline.
+    pub statement_timeout: Duration,
     pub metrics: MetricsConfig,
 }
 
@@ -128,6 +134,8 @@ pub const CACHE_TTL_SECONDS: &str = "CACHE_TTL_SECONDS";
 pub const CACHE_MAX_ENTRIES: &str = "CACHE_MAX_ENTRIES";
 pub const POISON_RECORD_POLICY: &str = "POISON_RECORD_POLICY";
 pub const DEADLINE_MARGIN_MS: &str = "DEADLINE_MARGIN_MS";
+pub const DB_RETRY_LIMIT_MS: &str = "DB_RETRY_LIMIT_MS";
+pub const DB_STATEMENT_TIMEOUT_MS: &str = "DB_STATEMENT_TIMEOUT_MS";
 pub const METRICS_NAMESPACE: &str = "METRICS_NAMESPACE";
 pub const METRICS_DIMENSIONS: &str = "METRICS_DIMENSIONS";
 pub const DEFAULT_METRICS_NAMESPACE: &str = "MskOrderEnricher";
@@ -220,6 +228,14 @@ impl Config {
         };
         let deadline_margin =
             Duration::from_millis(number(&lookup, DEADLINE_MARGIN_MS, 1000, 0..=600_000)?);
+        let retry_limit =
+            Duration::from_millis(number(&lookup, DB_RETRY_LIMIT_MS, 840_000, 0..=900_000)?);
+        let statement_timeout = Duration::from_millis(number(
+            &lookup,
+            DB_STATEMENT_TIMEOUT_MS,
+            840_000,
+            1_000..=900_000,
+        )?);
         let metrics = metrics_config(&lookup)?;
         Ok(Self {
             database,
@@ -230,6 +246,8 @@ impl Config {
             cache_capacity,
             poison_policy,
             deadline_margin,
+            retry_limit,
+            statement_timeout,
             metrics,
         })
     }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, Row};
 
 use crate::cache::LocationCache;
 use crate::location::{Location, Locations};
@@ -17,8 +17,10 @@ pub struct LookupStats {
     pub round_trips: usize,
 }
 
+/// The locations of `customers`, from the cache and, for the missing ones, one query on `conn`
+/// (inside the invocation's transaction).
 pub async fn locate(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     cache: &Mutex<LocationCache>,
     customers: &[&str],
 ) -> Result<(Locations, LookupStats), sqlx::Error> {
@@ -49,7 +51,7 @@ pub async fn locate(
         "SELECT customer_name, address, longitude, latitude FROM customers WHERE customer_name = ANY($1::text[])",
     )
     .bind(&missing)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?;
     stats.round_trips = 1;
 

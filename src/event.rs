@@ -114,6 +114,8 @@ pub struct Poison {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecodedRecord {
+    /// The record carried a timestamp PostgreSQL cannot store; `source.timestamp_ms` is `None`.
+    pub timestamp_out_of_range: bool,
     pub source: SourcePosition,
     pub payload: Payload,
 }
@@ -143,18 +145,32 @@ pub fn decode(event: KafkaEvent) -> Vec<DecodedPartition> {
         .collect()
 }
 
+/// The epoch milliseconds `timestamptz` can hold: 4714-11-24 BC to 294276-12-31 AD.
+const POSTGRES_TIMESTAMP_MS: std::ops::Range<i64> = -210_866_803_200_000..9_224_318_016_000_000;
+
 fn decode_record(record: KafkaRecord) -> DecodedRecord {
+    // A timestamp the database would refuse would fail the batch's one statement on every
+    // delivery: it is kept as unknown instead (and counted), which the ordering rule already
+    // handles as the earliest possible time.
+    let timestamp_ms = record
+        .timestamp
+        .filter(|ms| POSTGRES_TIMESTAMP_MS.contains(ms));
+    let timestamp_out_of_range = record.timestamp.is_some() && timestamp_ms.is_none();
     let source = SourcePosition {
         topic: record.topic,
         partition: record.partition,
         offset: record.offset,
-        timestamp_ms: record.timestamp,
+        timestamp_ms,
     };
     let payload = match record.value {
         None => Payload::Tombstone,
         Some(value) => decode_payload(record.key, value, record.headers),
     };
-    DecodedRecord { source, payload }
+    DecodedRecord {
+        timestamp_out_of_range,
+        source,
+        payload,
+    }
 }
 
 fn decode_payload(key: Option<String>, value: String, headers: Option<Box<RawValue>>) -> Payload {

@@ -1,18 +1,43 @@
-//! One invocation: event in, decode, plan, enrich, write, response out.
+//! One invocation: event in, decode, plan, enrich and write, response out.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use lambda_runtime::{Error, LambdaEvent};
+use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::value::RawValue;
 
-use crate::enrich::{self, LookupStats};
 use crate::event::{self, KafkaEvent};
 use crate::metrics;
-use crate::plan::{self, Plan, WriteOutcome};
+use crate::plan::{self, WriteOutcome};
 use crate::response::BatchResponse;
-use crate::startup::{App, APPLICATION_NAME};
-use crate::store::{self, WriteStats};
+use crate::startup::App;
 use crate::summary::{log_summary, millis, Summary, WriteFailure};
+use crate::writer;
+
+/// Why an invocation fails as a whole (Lambda then retries the whole batch). Its variant is
+/// the `errorType` of Lambda's error report.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The payload is not a Kafka event: dropping it would lose whatever it is.
+    #[error("the event is not a Kafka event: {0}")]
+    NotAKafkaEvent(#[source] serde_json::Error),
+    /// `COMMIT` was sent and its answer lost: the batch may be written, so no partition may
+    /// be reported as not written. The write is idempotent, so the retry is harmless.
+    #[error("the database did not confirm the commit ({0}); the whole batch is retried")]
+    CommitOutcomeUnknown(String),
+}
+
+impl From<HandlerError> for Diagnostic {
+    fn from(error: HandlerError) -> Self {
+        let error_type = match &error {
+            HandlerError::NotAKafkaEvent(_) => "NotAKafkaEvent",
+            HandlerError::CommitOutcomeUnknown(_) => "CommitOutcomeUnknown",
+        };
+        Diagnostic {
+            error_type: error_type.to_owned(),
+            error_message: error.to_string(),
+        }
+    }
+}
 
 /// The Lambda handler.
 ///
@@ -20,22 +45,30 @@ use crate::summary::{log_summary, millis, Summary, WriteFailure};
 /// deserialization tracks the path of every field (for its error messages), which made it about
 /// a third slower on a 6 MB batch (see BENCHMARKS.md). An event that is not a Kafka event fails
 /// the invocation, so Lambda retries the batch rather than this function dropping it.
-pub async fn handle(app: &App, event: LambdaEvent<Box<RawValue>>) -> Result<BatchResponse, Error> {
+pub async fn handle(
+    app: &App,
+    event: LambdaEvent<Box<RawValue>>,
+) -> Result<BatchResponse, HandlerError> {
     tracing::debug!(
         deadline_ms = event.context.deadline,
         now_ms = epoch_ms(),
         "invocation received"
     );
     let deadline = deadline_from_epoch_ms(event.context.deadline, app.deadline_margin);
-    let payload: KafkaEvent = serde_json::from_str(event.payload.get())
-        .map_err(|error| format!("the event is not a Kafka event: {error}"))?;
+    let payload: KafkaEvent =
+        serde_json::from_str(event.payload.get()).map_err(HandlerError::NotAKafkaEvent)?;
     let (response, summary) = process(app, payload, deadline).await;
     log_summary(&event.context.request_id, &summary);
     if let Some(document) = metrics::emf_document(&summary, &app.metrics, epoch_ms()) {
         // EMF goes to stdout as its own line; CloudWatch Logs extracts the metrics.
         println!("{document}");
     }
-    Ok(response)
+    match summary.failure {
+        Some(WriteFailure::CommitOutcomeUnknown(why)) => {
+            Err(HandlerError::CommitOutcomeUnknown(why))
+        }
+        _ => Ok(response),
+    }
 }
 
 /// Converts Lambda's deadline (epoch milliseconds) into the instant by which the write must
@@ -73,7 +106,8 @@ fn epoch_ms() -> i64 {
         .unwrap_or_default()
 }
 
-/// Processes one event. Never fails: what could not be written is in the response.
+/// Processes one event. Never fails: what could not be written is in the response (a lost
+/// `COMMIT` answer shows as [`WriteFailure::CommitOutcomeUnknown`] in the summary).
 pub async fn process(
     app: &App,
     event: KafkaEvent,
@@ -82,21 +116,13 @@ pub async fn process(
     let started = Instant::now();
     let plan = plan::plan(event::decode(event), app.poison_policy);
     let decode_ms = millis(started.elapsed());
+    plan.log_records_set_aside();
 
-    let mut io = IoStats::default();
-    let failure = if !plan.has_writes() {
-        None
+    let (io, failure) = if plan.has_writes() {
+        let (io, result) = writer::enrich_and_write(app, &plan, deadline).await;
+        (io, result.err())
     } else {
-        let work = enrich_and_write(app, &plan, &mut io);
-        let result = match deadline {
-            Some(deadline) if deadline <= Instant::now() => Err(WriteFailure::Deadline),
-            Some(deadline) => match tokio::time::timeout_at(deadline.into(), work).await {
-                Ok(result) => result,
-                Err(_) => Err(WriteFailure::Deadline),
-            },
-            None => work.await,
-        };
-        result.err()
+        (writer::IoStats::default(), None)
     };
     let outcome = if failure.is_some() {
         WriteOutcome::NotWritten
@@ -119,102 +145,14 @@ pub async fn process(
         reported: response.batch_item_failures.len(),
         redelivered_records: plan.redelivered_records(outcome),
         oldest_timestamp_ms: plan.oldest_timestamp_ms,
+        database_retries: io.retries,
+        database_wait_ms: io.waited_ms,
         decode_ms,
         lookup_ms: io.lookup_ms,
         write_ms: io.write_ms,
         total_ms: millis(started.elapsed()),
     };
     (response, summary)
-}
-
-#[derive(Default)]
-struct IoStats {
-    lookup: LookupStats,
-    write: WriteStats,
-    lookup_ms: u64,
-    write_ms: u64,
-}
-
-/// The I/O of an invocation. When the database rejects the credentials and they come from a
-/// secret, the secret is read again once (it may have been rotated), the pool is given the new
-/// credentials, and the work is tried once more.
-async fn enrich_and_write(app: &App, plan: &Plan, stats: &mut IoStats) -> Result<(), WriteFailure> {
-    match try_enrich_and_write(app, plan, stats).await {
-        Err(error) if is_authentication_failure(&error) && app.credentials.rotates() => {
-            tracing::warn!(
-                "the database rejected the credentials from {}; reading the secret again",
-                app.credentials.describe()
-            );
-            let options = app
-                .credentials
-                .refresh()
-                .await
-                .map_err(|error| WriteFailure::Database(error.to_string()))?;
-            // New connections use the new credentials; open ones stay valid (PostgreSQL checks a
-            // password only when a session starts).
-            app.pool
-                .set_connect_options(options.application_name(APPLICATION_NAME));
-            try_enrich_and_write(app, plan, stats)
-                .await
-                .map_err(|error| {
-                    WriteFailure::Database(format!(
-                        "{} (credentials re-read from {})",
-                        describe(&error),
-                        app.credentials.describe()
-                    ))
-                })
-        }
-        other => other.map_err(|error| WriteFailure::Database(describe(&error))),
-    }
-}
-
-async fn try_enrich_and_write(
-    app: &App,
-    plan: &Plan,
-    stats: &mut IoStats,
-) -> Result<(), sqlx::Error> {
-    let started = Instant::now();
-    let (locations, lookup) =
-        enrich::locate(&app.pool, &app.cache, &plan.distinct_customers()).await?;
-    stats.lookup = lookup;
-    stats.lookup_ms = millis(started.elapsed());
-    let started = Instant::now();
-    stats.write = store::write(&app.pool, plan, &locations).await?;
-    stats.write_ms = millis(started.elapsed());
-    Ok(())
-}
-
-/// SQLSTATE 28P01 (invalid_password) and 28000 (invalid_authorization_specification).
-fn is_authentication_failure(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Database(error) => {
-            matches!(error.code().as_deref(), Some("28P01") | Some("28000"))
-        }
-        _ => false,
-    }
-}
-
-/// The error with a hint where the cause is usually configuration.
-fn describe(error: &sqlx::Error) -> String {
-    // rustls reports a failed verification as an I/O error during the handshake.
-    let tls_failure = match error {
-        sqlx::Error::Tls(_) => true,
-        sqlx::Error::Io(io) => io
-            .get_ref()
-            .is_some_and(|inner| inner.to_string().contains("certificate")),
-        _ => false,
-    };
-    if tls_failure {
-        return format!(
-            "TLS with the database failed: {error} (check DB_SSL_MODE, DB_SSL_ROOT_CERT and that the host name matches the server certificate)"
-        );
-    }
-    match error {
-        sqlx::Error::PoolTimedOut => {
-            "no database connection within DB_CONNECT_TIMEOUT_MS (database unreachable or too slow to accept connections)".to_owned()
-        }
-        _ => error.to_string(),
-    }
 }
 
 #[cfg(test)]

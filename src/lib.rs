@@ -10,13 +10,16 @@
 //! One invocation, one module a step, strung together by [`handler`]:
 //! 1. [`event`]: decode the Kafka event; [`order`] parses each value into an order.
 //! 2. [`plan`] (pure): what to write, what to dead-letter, what to report.
-//! 3. [`enrich`]: customer locations ([`location`]) through [`cache`], one query for the misses.
-//! 4. [`store`]: one statement for the orders and dead letters.
+//! 3. [`writer`]: one connection, one transaction bounded by the deadline, transient failures
+//!    ([`db_error`]) waited out inside the invocation; in it, [`enrich`] (customer locations,
+//!    [`location`], through [`cache`], one query for the misses) and [`store`] (one statement
+//!    for the orders and dead letters).
 //! 5. [`response`]: the partial batch response; [`summary`] (the log line) and [`metrics`] (EMF).
 
 pub mod cache;
 pub mod config;
 pub mod credentials;
+pub mod db_error;
 pub mod enrich;
 pub mod event;
 pub mod handler;
@@ -30,3 +33,4 @@ pub mod startup;
 pub mod store;
 pub mod summary;
 pub mod telemetry;
+pub mod writer;

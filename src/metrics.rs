@@ -29,6 +29,10 @@ pub mod names {
     pub const WRITE_DURATION: &str = "WriteDuration";
     pub const CACHE_HIT_RATIO: &str = "CacheHitRatio";
     pub const OLDEST_RECORD_AGE: &str = "OldestRecordAge";
+    pub const DATABASE_RETRIES: &str = "DatabaseRetries";
+    pub const DATABASE_WAIT_DURATION: &str = "DatabaseWaitDuration";
+    pub const ORDERS_IGNORED_AS_OLDER: &str = "OrdersIgnoredAsOlder";
+    pub const TIMESTAMPS_OUT_OF_RANGE: &str = "TimestampsOutOfRange";
 }
 
 /// The EMF document for one invocation, or `None` when metrics are off.
@@ -63,6 +67,22 @@ pub fn emf_document(summary: &Summary, config: &MetricsConfig, now_ms: i64) -> O
         (names::LOOKUP_DURATION, millis(summary.lookup_ms)),
         (names::LOOKUP_ROUND_TRIPS, count(summary.lookup.round_trips)),
         (names::WRITE_DURATION, millis(summary.write_ms)),
+        (
+            names::DATABASE_RETRIES,
+            (f64::from(summary.database_retries), "Count"),
+        ),
+        (
+            names::DATABASE_WAIT_DURATION,
+            millis(summary.database_wait_ms),
+        ),
+        (
+            names::ORDERS_IGNORED_AS_OLDER,
+            count(summary.orders_ignored_as_older()),
+        ),
+        (
+            names::TIMESTAMPS_OUT_OF_RANGE,
+            count(summary.counts.timestamps_out_of_range),
+        ),
     ];
     let customers = summary.lookup.cache_hits + summary.lookup.looked_up;
     if customers > 0 {
@@ -136,6 +156,8 @@ mod tests {
             reported: 0,
             redelivered_records: 0,
             oldest_timestamp_ms: Some(1_700_000_000_000),
+            database_retries: 2,
+            database_wait_ms: 300,
             decode_ms: 1,
             lookup_ms: 4,
             write_ms: 7,
@@ -183,6 +205,10 @@ mod tests {
             ("LookupDuration", "Milliseconds", 4.0),
             ("LookupRoundTrips", "Count", 1.0),
             ("WriteDuration", "Milliseconds", 7.0),
+            ("DatabaseRetries", "Count", 2.0),
+            ("DatabaseWaitDuration", "Milliseconds", 300.0),
+            ("OrdersIgnoredAsOlder", "Count", 0.0),
+            ("TimestampsOutOfRange", "Count", 0.0),
             ("CacheHitRatio", "Percent", 75.0),
             ("OldestRecordAge", "Milliseconds", 4500.0),
         ];

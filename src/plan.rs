@@ -43,6 +43,8 @@ pub struct PartitionProgress {
     /// Offset of the poison record reported under [`PoisonPolicy::Report`]; nothing from it on
     /// is written in this invocation.
     pub halted_at: Option<i64>,
+    /// Why that record could not be decoded.
+    pub halted_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -58,6 +60,8 @@ pub struct Counts {
     pub poison_reported: usize,
     /// Records after a reported poison record, left for the redelivery.
     pub held_back: usize,
+    /// Records whose timestamp PostgreSQL cannot store: written with a null timestamp.
+    pub timestamps_out_of_range: usize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -109,6 +113,7 @@ pub fn plan(partitions: Vec<DecodedPartition>, policy: PoisonPolicy) -> Plan {
             key: partition.key,
             first_pending: None,
             halted_at: None,
+            halted_reason: None,
         };
         if let Some(oldest) = partition
             .records
@@ -122,6 +127,7 @@ pub fn plan(partitions: Vec<DecodedPartition>, policy: PoisonPolicy) -> Plan {
         let mut records = partition.records.into_iter();
         for record in records.by_ref() {
             plan.counts.received += 1;
+            plan.counts.timestamps_out_of_range += usize::from(record.timestamp_out_of_range);
             let offset = record.source.offset;
             match record.payload {
                 Payload::Tombstone => plan.counts.tombstones += 1,
@@ -159,6 +165,7 @@ pub fn plan(partitions: Vec<DecodedPartition>, policy: PoisonPolicy) -> Plan {
                     PoisonPolicy::Report => {
                         plan.counts.poison_reported += 1;
                         progress.halted_at = Some(offset);
+                        progress.halted_reason = Some(poison.reason);
                         break;
                     }
                 },
@@ -173,6 +180,29 @@ pub fn plan(partitions: Vec<DecodedPartition>, policy: PoisonPolicy) -> Plan {
 }
 
 impl Plan {
+    /// Logs, once per record, each record that will not simply be written: dead-lettered, or
+    /// reported for redelivery. Position and reason only: payloads stay out of logs.
+    pub fn log_records_set_aside(&self) {
+        for dead in &self.dead_letters {
+            tracing::warn!(
+                partition = dead.partition_key.as_str(),
+                offset = dead.source.offset,
+                reason = dead.poison.reason.as_str(),
+                "record dead-lettered"
+            );
+        }
+        for progress in &self.partitions {
+            if let (Some(offset), Some(reason)) = (progress.halted_at, &progress.halted_reason) {
+                tracing::warn!(
+                    partition = progress.key.as_str(),
+                    offset,
+                    reason = reason.as_str(),
+                    "record reported for redelivery (POISON_RECORD_POLICY=report)"
+                );
+            }
+        }
+    }
+
     /// The distinct customer names of the orders to write, sorted.
     pub fn distinct_customers(&self) -> Vec<&str> {
         let names: BTreeSet<&str> = self
@@ -252,6 +282,7 @@ mod tests {
             records: records
                 .into_iter()
                 .map(|(offset, payload)| DecodedRecord {
+                    timestamp_out_of_range: false,
                     source: source(topic, number, offset, 1000 + offset),
                     payload,
                 })
@@ -314,7 +345,8 @@ mod tests {
                 tombstones: 2,
                 dead_lettered: 1,
                 poison_reported: 0,
-                held_back: 0
+                held_back: 0,
+                timestamps_out_of_range: 0,
             }
         );
         assert_eq!(failures(&plan, WriteOutcome::Committed), vec![]);

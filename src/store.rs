@@ -12,7 +12,7 @@ use base64::Engine as _;
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde_json::json;
-use sqlx::{PgPool, Row};
+use sqlx::{PgExecutor, Row};
 
 use crate::event::Header;
 use crate::location::Locations;
@@ -101,8 +101,11 @@ struct DeadLetterColumns<'a> {
     headers: Vec<String>,
 }
 
-pub async fn write(
-    pool: &PgPool,
+/// Writes the plan's orders and dead letters in one statement on `executor` (the invocation's
+/// transaction). Rows are bound in `order_no` order, so that concurrent invocations lock
+/// overlapping orders in the same order and never deadlock.
+pub async fn write<'e>(
+    executor: impl PgExecutor<'e>,
     plan: &Plan,
     locations: &Locations,
 ) -> Result<WriteStats, sqlx::Error> {
@@ -111,7 +114,9 @@ pub async fn write(
         return Ok(stats);
     }
     let mut o = OrderColumns::default();
-    for planned in &plan.orders {
+    let mut orders: Vec<&crate::plan::PlannedOrder> = plan.orders.iter().collect();
+    orders.sort_unstable_by(|a, b| a.order.order_no().cmp(b.order.order_no()));
+    for planned in orders {
         let order = &planned.order;
         let location = locations.get(order.customer()).and_then(Option::as_ref);
         if location.is_none() {
@@ -182,7 +187,7 @@ pub async fn write(
         .bind(d.raw_key)
         .bind(d.raw_value)
         .bind(d.headers)
-        .fetch_one(pool)
+        .fetch_one(executor)
         .await?;
     stats.round_trips = 1;
     stats.orders_changed = row.try_get("orders_changed")?;

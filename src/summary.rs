@@ -8,8 +8,12 @@ use crate::store::WriteStats;
 /// Why nothing was written in an invocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteFailure {
+    /// The deadline (minus the margin) came first; the transaction was rolled back.
     Deadline,
+    /// The database failed in a way waiting did not cure within the time left.
     Database(String),
+    /// `COMMIT` was sent but its answer never came: the batch may or may not be written.
+    CommitOutcomeUnknown(String),
 }
 
 /// Everything an invocation did; logged as one line, turned into metrics, asserted on in tests.
@@ -26,10 +30,22 @@ pub struct Summary {
     pub reported: usize,
     pub redelivered_records: usize,
     pub oldest_timestamp_ms: Option<i64>,
+    /// Attempts made again after a transient database failure, and the time waited for them.
+    pub database_retries: u32,
+    pub database_wait_ms: u64,
     pub decode_ms: u64,
     pub lookup_ms: u64,
     pub write_ms: u64,
     pub total_ms: u64,
+}
+
+impl Summary {
+    /// Orders written by this invocation that left their row unchanged because the row
+    /// already held a newer record (or this very record: a replay).
+    pub fn orders_ignored_as_older(&self) -> usize {
+        let changed = usize::try_from(self.write.orders_changed).unwrap_or(0);
+        self.orders_written.saturating_sub(changed)
+    }
 }
 
 /// Logs the summary as one line (JSON under Lambda): a warning when nothing was written.
@@ -39,6 +55,7 @@ pub fn log_summary(request_id: &str, summary: &Summary) {
         None => String::new(),
         Some(WriteFailure::Deadline) => "deadline reached before the write finished".to_owned(),
         Some(WriteFailure::Database(error)) => format!("database: {error}"),
+        Some(WriteFailure::CommitOutcomeUnknown(error)) => format!("commit not confirmed: {error}"),
     };
     let fields = (
         counts.received,
@@ -60,9 +77,13 @@ pub fn log_summary(request_id: &str, summary: &Summary) {
                 tombstones = fields.5,
                 poison_reported = counts.poison_reported,
                 held_back = counts.held_back,
+                timestamps_out_of_range = counts.timestamps_out_of_range,
                 reported_partitions = summary.reported,
                 redelivered_records = summary.redelivered_records,
                 orders_changed = summary.write.orders_changed,
+                orders_ignored_as_older = summary.orders_ignored_as_older(),
+                database_retries = summary.database_retries,
+                database_wait_ms = summary.database_wait_ms,
                 cache_hits = summary.lookup.cache_hits,
                 customers_looked_up = summary.lookup.looked_up,
                 lookup_round_trips = summary.lookup.round_trips,

@@ -7,6 +7,7 @@ mod support;
 
 mod decoding;
 mod enrichment;
+mod faults;
 mod moto;
 mod outage;
 mod poison;

@@ -548,12 +548,18 @@ mod broker_tests {
         let poison = dead_letter_offsets(&pool).await;
         assert_eq!(poison.len(), 1);
         assert_eq!(poison, dead_letter_offsets(&clean.pool).await);
-        // The outage was seen: batches were reported and delivered again.
-        assert!(
-            summary.partial_failures + summary.batch_failures > 0,
+        // The outage was shorter than the function's timeout: the function waited it out
+        // inside its invocations, so the mapping saw no failure and spent no retry.
+        assert_eq!(
+            (
+                summary.partial_failures,
+                summary.batch_failures,
+                summary.retries,
+                summary.duplicates_redelivered
+            ),
+            (0, 0, 0, 0),
             "{summary:?}"
         );
-        assert!(summary.duplicates_redelivered > 0, "{summary:?}");
         assert_eq!(summary.records_delivered, 12);
         assert_eq!(summary.on_failure_batches, 0);
         assert_eq!(lag(&summary).values().sum::<i64>(), 0);

@@ -80,6 +80,10 @@ pub async fn app(url: &str, vars: &[(&str, &str)]) -> App {
         .or_insert_with(|| url.to_owned());
     map.entry("DB_CONNECT_TIMEOUT_MS".into())
         .or_insert_with(|| "2000".to_owned());
+    // Tests that call `process` give no deadline: this bounds their retries of a database
+    // that stays down.
+    map.entry("DB_RETRY_LIMIT_MS".into())
+        .or_insert_with(|| "1500".to_owned());
     let config = Config::from_lookup(|name| map.get(name).cloned()).expect("test configuration");
     App::new(&config).await.expect("building the app")
 }

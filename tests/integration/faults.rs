@@ -1,0 +1,214 @@
+//! Production faults against a real server: an outage shorter than the time left, a row lock
+//! held past the deadline, sessions killed between invocations, a timestamp the database cannot
+//! store, and concurrent execution environments writing the same orders.
+
+use std::time::{Duration, Instant};
+
+use xtask::events::{build_event, RecordSpec};
+
+use crate::pg::PgServer;
+use crate::support::*;
+
+fn order_line(order_no: &str, customer: &str, units: u32) -> String {
+    format!(
+        r#"{{"OrderNo":"{order_no}","OrderDate":"2024-03-01","Region":"East","Customer":"{customer}","Item":"Pen","Units":{units},"Unit Cost":1.50,"Total":{}}}"#,
+        f64::from(units) * 1.5
+    )
+}
+
+/// One partition of `topic` holding `orders` (order number, units) from `first_offset` on.
+fn batch(
+    topic: &str,
+    orders: &[(String, u32)],
+    first_offset: i64,
+    timestamp_ms: i64,
+) -> msk_order_enricher::event::KafkaEvent {
+    let specs = orders
+        .iter()
+        .map(|(no, units)| RecordSpec::from_order_line(&order_line(no, "Jones", *units)));
+    parse_event(&build_event(topic, 1, specs, first_offset, timestamp_ms))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_shorter_than_the_time_left_is_waited_out_and_nothing_is_reported() {
+    let server = PgServer::start();
+    let db = fresh_db_on(&server.url("postgres")).await;
+    let app = app(
+        &db.url,
+        &[
+            ("DB_CONNECT_TIMEOUT_MS", "500"),
+            ("DB_RETRY_LIMIT_MS", "40000"),
+        ],
+    )
+    .await;
+    let (response, _) = process(&app, event("sample-orders.json")).await;
+    assert_eq!(reported(&response), vec![]);
+
+    db.pool.close().await;
+    server.stop();
+    let started = Instant::now();
+    let outage = async {
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        tokio::task::block_in_place(|| server.start_again());
+    };
+    let work = process_by(
+        &app,
+        event("poison.json"),
+        Instant::now() + Duration::from_secs(40),
+    );
+    let ((response, summary), ()) = tokio::join!(work, outage);
+
+    assert_eq!(reported(&response), vec![], "{:?}", summary.failure);
+    assert_eq!(summary.failure, None);
+    assert!(started.elapsed() >= Duration::from_secs(12));
+    assert!(summary.database_retries > 0);
+    assert!(summary.database_wait_ms > 0);
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    assert_eq!(count(&pool, "dead_letters").await, 3);
+    assert_eq!(count(&pool, "enriched_orders").await, 11);
+}
+
+#[tokio::test]
+async fn a_row_lock_held_past_the_deadline_is_reported_in_time_and_never_commits_later() {
+    let db = fresh_db().await;
+    let app = app(&db.url, &[("DB_POOL_SIZE", "1")]).await;
+    let (response, _) = process(&app, event("sample-orders.json")).await;
+    assert_eq!(reported(&response), vec![]);
+    let before = orders_snapshot(&db.pool).await;
+
+    let mut blocker = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM enriched_orders WHERE order_no = 'SO-001' FOR UPDATE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let newer = batch("orders", &[("SO-001".into(), 7)], 100, 1_800_000_000_000);
+    let started = Instant::now();
+    let (response, summary) =
+        process_by(&app, newer.clone(), Instant::now() + Duration::from_secs(3)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(reported(&response), vec![("orders-0".into(), 100)]);
+    assert_eq!(
+        summary.failure,
+        Some(msk_order_enricher::summary::WriteFailure::Deadline)
+    );
+
+    // The lock outlives the deadline; once it goes, nothing of the reported batch commits.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    blocker.commit().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(orders_snapshot(&db.pool).await, before);
+    let still_running: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'msk-order-enricher' AND state <> 'idle'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(still_running, 0);
+
+    // The one pooled connection is free again: the redelivery writes the order.
+    let (response, summary) = process(&app, newer).await;
+    assert_eq!(reported(&response), vec![], "{:?}", summary.failure);
+    let units: i32 =
+        sqlx::query_scalar("SELECT units FROM enriched_orders WHERE order_no = 'SO-001'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(units, 7);
+}
+
+#[tokio::test]
+async fn sessions_terminated_between_invocations_do_not_fail_the_next_batch() {
+    let db = fresh_db().await;
+    let app = app(&db.url, &[]).await;
+    let (response, _) = process(&app, event("sample-orders.json")).await;
+    assert_eq!(reported(&response), vec![]);
+    let terminated: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'msk-order-enricher'",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert!(!terminated.is_empty() && terminated.iter().all(|t| *t));
+
+    let (response, summary) = process(&app, event("poison.json")).await;
+    assert_eq!(reported(&response), vec![], "{:?}", summary.failure);
+    assert_eq!(summary.failure, None);
+    assert_eq!(
+        summary.database_retries, 1,
+        "the dead session is found by BEGIN"
+    );
+    assert_eq!(count(&db.pool, "dead_letters").await, 3);
+}
+
+#[tokio::test]
+async fn a_timestamp_the_database_cannot_store_does_not_fail_its_batch() {
+    let db = fresh_db().await;
+    let app = app(&db.url, &[]).await;
+    let orders: Vec<(String, u32)> = (1..=3).map(|n| (format!("SO-T{n}"), n)).collect();
+    let mut event = batch("orders", &orders, 0, 1_700_000_000_000);
+    // Valid for chrono, out of range for timestamptz (about 5000 BC).
+    event.records.get_mut("orders-0").unwrap()[1].timestamp = Some(-220_000_000_000_000);
+
+    let (response, summary) = process(&app, event).await;
+    assert_eq!(reported(&response), vec![], "{:?}", summary.failure);
+    assert_eq!(summary.counts.timestamps_out_of_range, 1);
+    let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT order_no, source_timestamp::text FROM enriched_orders ORDER BY order_no",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            ("SO-T1".into(), Some("2023-11-14 22:13:20+00".into())),
+            ("SO-T2".into(), None),
+            ("SO-T3".into(), Some("2023-11-14 22:13:20.002+00".into())),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_environments_writing_the_same_orders_in_opposite_orders_never_fail() {
+    let db = fresh_db().await;
+    let mut environments = Vec::new();
+    for _ in 0..4 {
+        environments.push(app(&db.url, &[]).await);
+    }
+    let orders: Vec<String> = (0..300).map(|n| format!("SO-C{n:03}")).collect();
+    for round in 0..6u32 {
+        let invocations = environments.iter().enumerate().map(|(i, app)| {
+            let mut mine: Vec<(String, u32)> =
+                orders.iter().map(|no| (no.clone(), round + 1)).collect();
+            if i % 2 == 1 {
+                mine.reverse();
+            }
+            let offset = i64::from(round) * 300;
+            let event = batch(
+                &format!("orders-env{i}"),
+                &mine,
+                offset,
+                1_700_000_000_000 + offset,
+            );
+            // No deadline: a deadlock would surface as a failure rather than a timeout.
+            process(app, event)
+        });
+        for (response, summary) in futures::future::join_all(invocations).await {
+            assert_eq!(
+                reported(&response),
+                vec![],
+                "round {round}: {:?}",
+                summary.failure
+            );
+            assert_eq!(
+                summary.database_retries, 0,
+                "round {round}: a deadlock was retried"
+            );
+        }
+    }
+    assert_eq!(count(&db.pool, "enriched_orders").await, 300);
+}
