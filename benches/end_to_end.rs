@@ -221,17 +221,17 @@ async fn main() {
     let mut warm_breakdowns = Vec::new();
     for run in 0..RUNS {
         let floor_plan = plan::plan(event::decode(batch(100 + run)), PoisonPolicy::DeadLetter);
-        let mut lookup_conn = floor_pool.acquire().await.expect("a connection");
+        let mut floor_conn = floor_pool.acquire().await.expect("a connection");
         let (locations, _) =
-            enrich::locate(&mut lookup_conn, &cache, &floor_plan.distinct_customers())
+            enrich::locate(&mut floor_conn, &cache, &floor_plan.distinct_customers())
                 .await
                 .expect("lookup");
-        drop(lookup_conn);
         let started = Instant::now();
-        store::write(&floor_pool, &floor_plan, &locations)
+        store::write(&mut floor_conn, &floor_plan, &locations)
             .await
             .expect("floor write");
         floor_times.push(started.elapsed());
+        drop(floor_conn);
 
         reset_statements(&observer).await;
         warm_times.push(invoke(&warm, &batch(1 + run)).await);

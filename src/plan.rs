@@ -18,10 +18,19 @@ pub enum PoisonPolicy {
     Report,
 }
 
+/// An order to write: the newest record of its order number in one partition of the batch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedOrder {
+    /// The order.
     pub order: Box<Order>,
+    /// The record it came from.
     pub source: SourcePosition,
+    /// The order's clock in its partition: the latest record timestamp of this order number
+    /// in this partition up to this record (see [`supersedes`]).
+    pub clock_ms: Option<i64>,
+    /// Which write of the batch carries it: an order number present in several partitions
+    /// of the batch is written once per partition, in successive statements (0, 1, ...).
+    pub round: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -52,7 +61,8 @@ pub struct Counts {
     pub received: usize,
     /// Valid orders, including those superseded by a later record of the same batch.
     pub orders: usize,
-    /// Orders not written because a later record of the same order is in the batch.
+    /// Orders not written because a later record of the same order is in the same partition
+    /// of the batch.
     pub superseded: usize,
     pub tombstones: usize,
     pub dead_lettered: usize,
@@ -66,7 +76,7 @@ pub struct Counts {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plan {
-    /// One entry per order number: the newest record of it in the batch.
+    /// One entry per order number and partition: the newest record of it there.
     pub orders: Vec<PlannedOrder>,
     pub dead_letters: Vec<DeadLetter>,
     pub partitions: Vec<PartitionProgress>,
@@ -83,31 +93,60 @@ pub enum WriteOutcome {
     NotWritten,
 }
 
-/// The ordering rule the database write applies too (see `store.rs`): within one partition the
-/// higher offset wins; across partitions the later record timestamp, then topic and partition,
-/// so that the final row does not depend on the order in which batches are (re)played.
-pub fn supersedes(newer: &SourcePosition, older: &SourcePosition) -> bool {
-    if newer.topic == older.topic && newer.partition == older.partition {
-        newer.offset > older.offset
+/// The ordering rule, which the database write applies too (`store.rs`): a total order on the
+/// records of one order number, `(clock, topic, partition, offset)`, where a record's clock is
+/// the latest timestamp of that order number's records in its partition up to it. Clocks never
+/// go back within a partition, so a higher offset always wins there; across partitions the
+/// later clock wins, then topic and partition. The row ends as the greatest record under this
+/// order, whatever order batches commit in (the commit-order property tests check it).
+///
+/// `current` is what the row holds. When both come from the same partition the row's clock
+/// carries over: [`clock_after`].
+pub fn supersedes(
+    candidate: &SourcePosition,
+    candidate_clock: Option<i64>,
+    current: &SourcePosition,
+    current_clock: Option<i64>,
+) -> bool {
+    if candidate.topic == current.topic && candidate.partition == current.partition {
+        candidate.offset > current.offset
     } else {
         (
-            newer.timestamp_ms.unwrap_or(i64::MIN),
-            &newer.topic,
-            newer.partition,
+            candidate_clock.unwrap_or(i64::MIN),
+            &candidate.topic,
+            candidate.partition,
         ) > (
-            older.timestamp_ms.unwrap_or(i64::MIN),
-            &older.topic,
-            older.partition,
+            current_clock.unwrap_or(i64::MIN),
+            &current.topic,
+            current.partition,
         )
     }
 }
 
+/// The clock a row gets when `candidate` replaces `current`: within one partition the later of
+/// the two (a clock never goes back), across partitions the candidate's own.
+pub fn clock_after(
+    candidate: &SourcePosition,
+    candidate_clock: Option<i64>,
+    current: &SourcePosition,
+    current_clock: Option<i64>,
+) -> Option<i64> {
+    if candidate.topic == current.topic && candidate.partition == current.partition {
+        candidate_clock.max(current_clock)
+    } else {
+        candidate_clock
+    }
+}
+
+/// Plans the batch: per partition, in offset order, what to write, dead-letter and report.
 pub fn plan(partitions: Vec<DecodedPartition>, policy: PoisonPolicy) -> Plan {
     let mut plan = Plan::default();
     // foldhash: order numbers are hashed once per record, and SipHash showed in profiles.
-    let mut index_by_order_no: foldhash::HashMap<String, usize> = foldhash::HashMap::default();
+    // How many partitions of the batch already have a record of each order number.
+    let mut partitions_of_order: foldhash::HashMap<String, usize> = foldhash::HashMap::default();
 
     for partition in partitions {
+        let mut index_in_partition: foldhash::HashMap<String, usize> = foldhash::HashMap::default();
         let mut progress = PartitionProgress {
             offsets: partition.records.iter().map(|r| r.source.offset).collect(),
             key: partition.key,
@@ -134,21 +173,31 @@ pub fn plan(partitions: Vec<DecodedPartition>, policy: PoisonPolicy) -> Plan {
                 Payload::Order(order) => {
                     plan.counts.orders += 1;
                     progress.first_pending.get_or_insert(offset);
-                    let planned = PlannedOrder {
-                        order,
-                        source: record.source,
-                    };
-                    match index_by_order_no.get(planned.order.order_no()) {
+                    let clock_ms = record.source.timestamp_ms;
+                    match index_in_partition.get(order.order_no()) {
+                        // A later record of the same order in the same partition: it wins,
+                        // and the order's clock in this partition never goes back.
                         Some(&index) => {
                             plan.counts.superseded += 1;
-                            if supersedes(&planned.source, &plan.orders[index].source) {
-                                plan.orders[index] = planned;
-                            }
+                            let earlier = &mut plan.orders[index];
+                            earlier.clock_ms = earlier.clock_ms.max(clock_ms);
+                            earlier.order = order;
+                            earlier.source = record.source;
                         }
                         None => {
-                            index_by_order_no
-                                .insert(planned.order.order_no().to_owned(), plan.orders.len());
-                            plan.orders.push(planned);
+                            let seen = partitions_of_order
+                                .entry(order.order_no().to_owned())
+                                .or_insert(0);
+                            let round = *seen;
+                            *seen += 1;
+                            index_in_partition
+                                .insert(order.order_no().to_owned(), plan.orders.len());
+                            plan.orders.push(PlannedOrder {
+                                order,
+                                source: record.source,
+                                clock_ms,
+                                round,
+                            });
                         }
                     }
                 }
@@ -213,6 +262,17 @@ impl Plan {
         names.into_iter().collect()
     }
 
+    /// The orders of each write statement, in statement order: every order number at most
+    /// once per statement (PostgreSQL's upsert cannot touch a row twice in one statement).
+    pub fn rounds(&self) -> Vec<Vec<&PlannedOrder>> {
+        let count = self.orders.iter().map(|o| o.round + 1).max().unwrap_or(0);
+        let mut rounds: Vec<Vec<&PlannedOrder>> = vec![Vec::new(); count];
+        for order in &self.orders {
+            rounds[order.round].push(order);
+        }
+        rounds
+    }
+
     /// Whether the plan has anything for the database.
     pub fn has_writes(&self) -> bool {
         !self.orders.is_empty() || !self.dead_letters.is_empty()
@@ -248,6 +308,8 @@ impl Plan {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::event::DecodedRecord;
 
@@ -423,24 +485,200 @@ mod tests {
 
     #[test]
     fn ordering_rule() {
+        let wins = |a: SourcePosition, b: SourcePosition| {
+            supersedes(&a, a.timestamp_ms, &b, b.timestamp_ms)
+        };
         assert!(
-            supersedes(&source("t", 0, 5, 1), &source("t", 0, 4, 9)),
+            wins(source("t", 0, 5, 1), source("t", 0, 4, 9)),
             "same partition: offset decides"
         );
-        assert!(!supersedes(&source("t", 0, 4, 9), &source("t", 0, 5, 1)));
+        assert!(!wins(source("t", 0, 4, 9), source("t", 0, 5, 1)));
         assert!(
-            !supersedes(&source("t", 0, 4, 1), &source("t", 0, 4, 1)),
+            !wins(source("t", 0, 4, 1), source("t", 0, 4, 1)),
             "a replay never supersedes itself"
         );
         assert!(
-            supersedes(&source("t", 1, 0, 2), &source("t", 0, 99, 1)),
-            "across partitions: timestamp decides"
+            wins(source("t", 1, 0, 2), source("t", 0, 99, 1)),
+            "across partitions: the clock decides"
         );
-        assert!(!supersedes(&source("t", 0, 99, 1), &source("t", 1, 0, 2)));
+        assert!(!wins(source("t", 0, 99, 1), source("t", 1, 0, 2)));
         assert!(
-            supersedes(&source("t", 1, 0, 1), &source("t", 0, 9, 1)),
-            "equal timestamps: partition decides"
+            wins(source("t", 1, 0, 1), source("t", 0, 9, 1)),
+            "equal clocks: partition decides"
         );
+        // The example that made the timestamp rule depend on commit order: the row holds
+        // (p0, 100, ts 500); a = (p0, 101, ts 400) inherits clock 500 and so beats
+        // b = (p1, 7, ts 450), whichever comes first.
+        let row = source("t", 0, 100, 500);
+        let (a, b) = (source("t", 0, 101, 400), source("t", 1, 7, 450));
+        assert!(supersedes(&a, Some(400), &row, Some(500)));
+        assert_eq!(clock_after(&a, Some(400), &row, Some(500)), Some(500));
+        assert!(!supersedes(&b, Some(450), &a, Some(500)));
+        assert!(!supersedes(&b, Some(450), &row, Some(500)));
+    }
+
+    #[test]
+    fn an_order_in_two_partitions_is_written_once_per_partition_in_successive_rounds() {
+        let batch = vec![
+            partition(
+                "orders",
+                0,
+                vec![(1, order("SO-1", "Jones")), (2, order("SO-1", "Gill"))],
+            ),
+            partition(
+                "orders",
+                1,
+                vec![(7, order("SO-1", "Kivell")), (8, order("SO-2", "Gill"))],
+            ),
+        ];
+        let plan = plan(batch, PoisonPolicy::DeadLetter);
+        let rounds: Vec<Vec<(String, String, i64)>> = plan
+            .rounds()
+            .iter()
+            .map(|round| {
+                round
+                    .iter()
+                    .map(|o| {
+                        (
+                            o.order.order_no().to_owned(),
+                            o.source.topic.clone() + "-" + &o.source.partition.to_string(),
+                            o.source.offset,
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            rounds,
+            vec![
+                vec![
+                    ("SO-1".into(), "orders-0".into(), 2),
+                    ("SO-2".into(), "orders-1".into(), 8)
+                ],
+                vec![("SO-1".into(), "orders-1".into(), 7)],
+            ]
+        );
+        // SO-1 in orders-0: offsets 1 and 2 (timestamps 1001, 1002): the clock is the later.
+        assert_eq!(plan.orders[0].clock_ms, Some(1002));
+        assert_eq!(plan.counts.superseded, 1);
+    }
+
+    /// The commit-order property: records of a few order numbers over three partitions, with
+    /// timestamps that go back and forth; cut into invocations in many different ways and
+    /// committed in every kind of order that keeps each partition's own order. Whatever the
+    /// schedule, each row ends as the greatest record under `(clock, topic, partition,
+    /// offset)`, the clock being the order's latest timestamp in its partition so far.
+    #[test]
+    fn the_final_rows_do_not_depend_on_the_order_invocations_commit_in() {
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |n: u64| -> u64 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _scenario in 0..300 {
+            // (order number, timestamp) per offset, per partition.
+            let partitions: Vec<Vec<(String, i64)>> = (0..3)
+                .map(|_| {
+                    (0..next(7))
+                        .map(|_| (format!("SO-{}", next(3)), i64::try_from(next(5)).unwrap()))
+                        .collect()
+                })
+                .collect();
+            let expected = greatest_records(&partitions);
+            for _schedule in 0..20 {
+                let mut cursor = [0usize; 3];
+                let mut rows: BTreeMap<String, (SourcePosition, Option<i64>)> = BTreeMap::new();
+                while (0..3).any(|p| cursor[p] < partitions[p].len()) {
+                    // One invocation: the next few records of some partitions.
+                    let mut batch = Vec::new();
+                    for p in 0..3 {
+                        if cursor[p] == partitions[p].len() || next(2) == 0 {
+                            continue;
+                        }
+                        let take = 1 + usize::try_from(next(3)).unwrap();
+                        let end = (cursor[p] + take).min(partitions[p].len());
+                        batch.push(decoded(p, &partitions[p][cursor[p]..end], cursor[p]));
+                        cursor[p] = end;
+                    }
+                    apply(&mut rows, &plan(batch, PoisonPolicy::DeadLetter));
+                }
+                let got: BTreeMap<String, (i32, i64)> = rows
+                    .into_iter()
+                    .map(|(no, (source, _))| (no, (source.partition, source.offset)))
+                    .collect();
+                assert_eq!(got, expected, "{partitions:?}");
+            }
+        }
+    }
+
+    fn decoded(
+        partition: usize,
+        records: &[(String, i64)],
+        first_offset: usize,
+    ) -> DecodedPartition {
+        let number = i32::try_from(partition).unwrap();
+        DecodedPartition {
+            key: PartitionKey::new(format!("t-{number}")),
+            records: records
+                .iter()
+                .zip(first_offset..)
+                .map(|((no, ts), offset)| DecodedRecord {
+                    timestamp_out_of_range: false,
+                    source: source("t", number, i64::try_from(offset).unwrap(), *ts),
+                    payload: order(no, "Jones"),
+                })
+                .collect(),
+        }
+    }
+
+    /// What the database does with a plan, statement by statement.
+    fn apply(rows: &mut BTreeMap<String, (SourcePosition, Option<i64>)>, plan: &Plan) {
+        for round in plan.rounds() {
+            for candidate in round {
+                let no = candidate.order.order_no().to_owned();
+                let next = match rows.get(&no) {
+                    None => Some((candidate.source.clone(), candidate.clock_ms)),
+                    Some((current, clock)) => supersedes(
+                        &candidate.source,
+                        candidate.clock_ms,
+                        current,
+                        *clock,
+                    )
+                    .then(|| {
+                        let clock =
+                            clock_after(&candidate.source, candidate.clock_ms, current, *clock);
+                        (candidate.source.clone(), clock)
+                    }),
+                };
+                if let Some(row) = next {
+                    rows.insert(no, row);
+                }
+            }
+        }
+    }
+
+    /// Per order number, the greatest record under (clock, topic, partition, offset).
+    fn greatest_records(partitions: &[Vec<(String, i64)>]) -> BTreeMap<String, (i32, i64)> {
+        let mut best: BTreeMap<String, (i64, i32, i64)> = BTreeMap::new();
+        for (p, records) in partitions.iter().enumerate() {
+            let mut clocks: BTreeMap<&str, i64> = BTreeMap::new();
+            for (offset, (no, ts)) in records.iter().enumerate() {
+                let clock = clocks.entry(no).or_insert(i64::MIN);
+                *clock = (*clock).max(*ts);
+                let key = (
+                    *clock,
+                    i32::try_from(p).unwrap(),
+                    i64::try_from(offset).unwrap(),
+                );
+                let entry = best.entry(no.clone()).or_insert(key);
+                *entry = (*entry).max(key);
+            }
+        }
+        best.into_iter()
+            .map(|(no, (_, p, o))| (no, (p, o)))
+            .collect()
     }
 
     /// Over many generated batches, both policies and both outcomes: at most one identifier

@@ -1,22 +1,25 @@
-//! The write: every order and dead letter of an invocation in one SQL statement, so it commits
-//! or fails as a whole, in one round trip, whatever the batch size.
+//! The write: every order and dead letter of an invocation in one SQL statement (one more per
+//! extra partition that holds the same order number, which producers keying by `OrderNo`
+//! never cause), inside the invocation's transaction, whatever the batch size.
 //!
-//! Idempotence and order: an order row is replaced only by a record that `plan::supersedes` it
-//! (same partition: a higher offset; other partition: a later timestamp, then topic and
-//! partition). Replaying a batch, or any suffix of a partition, therefore changes nothing, and
-//! an older record never overwrites a newer one. Dead letters are keyed by their Kafka
-//! position and inserted once.
+//! Idempotence and order: an order row is replaced only by a record that [`crate::plan::supersedes`]
+//! it, the same rule in SQL: same partition, a higher offset; other partition, a later clock
+//! (then topic and partition), the clock carrying over within a partition
+//! ([`crate::plan::clock_after`]). Replaying a batch, or any suffix of a partition, therefore changes
+//! nothing, an older record never overwrites a newer one, and the final row does not depend on
+//! the order in which batches commit. Dead letters are keyed by their Kafka position and
+//! inserted once.
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde_json::json;
-use sqlx::{PgExecutor, Row};
+use sqlx::{PgConnection, Row};
 
 use crate::event::Header;
 use crate::location::Locations;
-use crate::plan::Plan;
+use crate::plan::{DeadLetter, Plan, PlannedOrder};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteStats {
@@ -33,11 +36,11 @@ WITH orders AS (
     INSERT INTO enriched_orders AS current (
         order_no, order_date, region, customer, item, units, unit_cost, total,
         customer_found, address, longitude, latitude,
-        source_topic, source_partition, source_offset, source_timestamp)
+        source_topic, source_partition, source_offset, source_timestamp, supersede_clock_ms)
     SELECT * FROM UNNEST(
         $1::text[], $2::date[], $3::text[], $4::text[], $5::text[], $6::int4[], $7::numeric[], $8::numeric[],
         $9::bool[], $10::text[], $11::numeric[], $12::numeric[],
-        $13::text[], $14::int4[], $15::int8[], $16::timestamptz[])
+        $13::text[], $14::int4[], $15::int8[], $16::timestamptz[], $26::int8[])
     ON CONFLICT (order_no) DO UPDATE SET
         order_date = EXCLUDED.order_date, region = EXCLUDED.region, customer = EXCLUDED.customer,
         item = EXCLUDED.item, units = EXCLUDED.units, unit_cost = EXCLUDED.unit_cost,
@@ -45,12 +48,17 @@ WITH orders AS (
         longitude = EXCLUDED.longitude, latitude = EXCLUDED.latitude,
         source_topic = EXCLUDED.source_topic, source_partition = EXCLUDED.source_partition,
         source_offset = EXCLUDED.source_offset, source_timestamp = EXCLUDED.source_timestamp,
+        supersede_clock_ms = CASE
+            WHEN current.source_topic = EXCLUDED.source_topic AND current.source_partition = EXCLUDED.source_partition
+                THEN GREATEST(current.supersede_clock_ms, EXCLUDED.supersede_clock_ms)
+            ELSE EXCLUDED.supersede_clock_ms
+        END,
         written_at = now()
     WHERE CASE
         WHEN current.source_topic = EXCLUDED.source_topic AND current.source_partition = EXCLUDED.source_partition
             THEN current.source_offset < EXCLUDED.source_offset
-        ELSE (COALESCE(current.source_timestamp, '-infinity'), current.source_topic COLLATE "C", current.source_partition)
-           < (COALESCE(EXCLUDED.source_timestamp, '-infinity'), EXCLUDED.source_topic COLLATE "C", EXCLUDED.source_partition)
+        ELSE (COALESCE(current.supersede_clock_ms, -9223372036854775808), current.source_topic COLLATE "C", current.source_partition)
+           < (COALESCE(EXCLUDED.supersede_clock_ms, -9223372036854775808), EXCLUDED.source_topic COLLATE "C", EXCLUDED.source_partition)
     END
     RETURNING 1
 ), dead AS (
@@ -86,6 +94,7 @@ struct OrderColumns<'a> {
     partition: Vec<i32>,
     offset: Vec<i64>,
     timestamp: Vec<Option<DateTime<Utc>>>,
+    clock_ms: Vec<Option<i64>>,
 }
 
 #[derive(Default)]
@@ -101,11 +110,12 @@ struct DeadLetterColumns<'a> {
     headers: Vec<String>,
 }
 
-/// Writes the plan's orders and dead letters in one statement on `executor` (the invocation's
-/// transaction). Rows are bound in `order_no` order, so that concurrent invocations lock
-/// overlapping orders in the same order and never deadlock.
-pub async fn write<'e>(
-    executor: impl PgExecutor<'e>,
+/// Writes the plan's orders and dead letters on `conn` (the invocation's transaction): one
+/// statement per round of [`Plan::rounds`], the dead letters with the first. Rows are bound in
+/// `order_no` order, so that concurrent invocations lock overlapping orders in the same order
+/// and never deadlock.
+pub async fn write(
+    conn: &mut PgConnection,
     plan: &Plan,
     locations: &Locations,
 ) -> Result<WriteStats, sqlx::Error> {
@@ -113,9 +123,30 @@ pub async fn write<'e>(
     if !plan.has_writes() {
         return Ok(stats);
     }
+    let mut rounds = plan.rounds();
+    if rounds.is_empty() {
+        rounds.push(Vec::new()); // dead letters only
+    }
+    for (index, mut orders) in rounds.into_iter().enumerate() {
+        orders.sort_unstable_by(|a, b| a.order.order_no().cmp(b.order.order_no()));
+        let dead_letters: &[DeadLetter] = if index == 0 { &plan.dead_letters } else { &[] };
+        let (changed, inserted) =
+            write_statement(&mut *conn, &orders, dead_letters, locations, &mut stats).await?;
+        stats.round_trips += 1;
+        stats.orders_changed += changed;
+        stats.dead_letters_inserted += inserted;
+    }
+    Ok(stats)
+}
+
+async fn write_statement(
+    conn: &mut PgConnection,
+    orders: &[&PlannedOrder],
+    dead_letters: &[DeadLetter],
+    locations: &Locations,
+    stats: &mut WriteStats,
+) -> Result<(i64, i64), sqlx::Error> {
     let mut o = OrderColumns::default();
-    let mut orders: Vec<&crate::plan::PlannedOrder> = plan.orders.iter().collect();
-    orders.sort_unstable_by(|a, b| a.order.order_no().cmp(b.order.order_no()));
     for planned in orders {
         let order = &planned.order;
         let location = locations.get(order.customer()).and_then(Option::as_ref);
@@ -143,9 +174,10 @@ pub async fn write<'e>(
                 .timestamp_ms
                 .and_then(DateTime::from_timestamp_millis),
         );
+        o.clock_ms.push(planned.clock_ms);
     }
     let mut d = DeadLetterColumns::default();
-    for dead in &plan.dead_letters {
+    for dead in dead_letters {
         d.topic.push(&dead.source.topic);
         d.partition.push(dead.source.partition);
         d.offset.push(dead.source.offset);
@@ -187,12 +219,13 @@ pub async fn write<'e>(
         .bind(d.raw_key)
         .bind(d.raw_value)
         .bind(d.headers)
-        .fetch_one(executor)
+        .bind(o.clock_ms)
+        .fetch_one(conn)
         .await?;
-    stats.round_trips = 1;
-    stats.orders_changed = row.try_get("orders_changed")?;
-    stats.dead_letters_inserted = row.try_get("dead_letters_inserted")?;
-    Ok(stats)
+    Ok((
+        row.try_get("orders_changed")?,
+        row.try_get("dead_letters_inserted")?,
+    ))
 }
 
 /// PostgreSQL text cannot hold NUL; a reason quoting input must still be storable.

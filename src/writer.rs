@@ -157,7 +157,7 @@ async fn attempt(
         stats.lookup = lookup;
         stats.lookup_ms = millis(started.elapsed());
         let started = Instant::now();
-        stats.write = store::write(&mut *tx, plan, &locations).await?;
+        stats.write = store::write(&mut tx, plan, &locations).await?;
         stats.write_ms = millis(started.elapsed());
         Ok::<_, Attempt>(tx)
     };
