@@ -65,7 +65,8 @@ async fn an_outage_shorter_than_the_time_left_is_waited_out_and_nothing_is_repor
     assert!(summary.database_wait_ms > 0);
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
     assert_eq!(count(&pool, "dead_letters").await, 3);
-    assert_eq!(count(&pool, "enriched_orders").await, 11);
+    // poison.json updates orders of sample-orders.json: still ten orders.
+    assert_eq!(count(&pool, "enriched_orders").await, 10);
 }
 
 #[tokio::test]
@@ -137,11 +138,14 @@ async fn sessions_terminated_between_invocations_do_not_fail_the_next_batch() {
     let (response, summary) = process(&app, event("poison.json")).await;
     assert_eq!(reported(&response), vec![], "{:?}", summary.failure);
     assert_eq!(summary.failure, None);
-    assert_eq!(
-        summary.database_retries, 1,
-        "the dead session is found by BEGIN"
+    // The pool may notice the closed socket itself; otherwise BEGIN finds it, once.
+    assert!(
+        summary.database_retries <= 1,
+        "{}",
+        summary.database_retries
     );
     assert_eq!(count(&db.pool, "dead_letters").await, 3);
+    assert_eq!(count(&db.pool, "enriched_orders").await, 10);
 }
 
 #[tokio::test]
@@ -211,4 +215,113 @@ async fn concurrent_environments_writing_the_same_orders_in_opposite_orders_neve
         }
     }
     assert_eq!(count(&db.pool, "enriched_orders").await, 300);
+}
+
+/// The commit-order property against the real upsert: the same records, cut into invocations
+/// and committed in different orders (each partition's own order kept), leave the same rows,
+/// and each row is the greatest record under (clock, topic, partition, offset).
+#[tokio::test]
+async fn the_table_does_not_depend_on_the_order_invocations_commit_in() {
+    use esm_local::batch::{Batch, EventSource, Record, SourceRecord, TimestampType};
+
+    let db = fresh_db().await;
+    let app = app(&db.url, &[]).await;
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |n: u64| -> u64 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    for scenario in 0..12 {
+        let partitions: Vec<Vec<(String, i64)>> = (0..3)
+            .map(|_| {
+                (0..1 + next(6))
+                    .map(|_| {
+                        (
+                            format!("SO-P{}", next(3)),
+                            1_700_000_000_000 + i64::try_from(next(4)).unwrap(),
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        let record = |p: usize, offset: usize| {
+            let (no, ts) = &partitions[p][offset];
+            Record::new(&SourceRecord {
+                topic: "orders".into(),
+                partition: i32::try_from(p).unwrap(),
+                offset: i64::try_from(offset).unwrap(),
+                timestamp_ms: *ts,
+                timestamp_type: TimestampType::CreateTime,
+                key: Some(no.as_bytes().to_vec()),
+                value: Some(
+                    order_line(no, "Jones", u32::try_from(offset).unwrap() + 1).into_bytes(),
+                ),
+                headers: vec![],
+            })
+        };
+        let source = EventSource {
+            event_source_arn: None,
+            bootstrap_servers: "localhost:9092".into(),
+        };
+        let mut outcomes = Vec::new();
+        for _schedule in 0..4 {
+            sqlx::query("TRUNCATE enriched_orders")
+                .execute(&db.pool)
+                .await
+                .unwrap();
+            let mut cursor = [0usize; 3];
+            while (0..3).any(|p| cursor[p] < partitions[p].len()) {
+                let mut records = Vec::new();
+                for p in 0..3 {
+                    if cursor[p] == partitions[p].len() || next(2) == 0 {
+                        continue;
+                    }
+                    let end = (cursor[p] + 1 + usize::try_from(next(3)).unwrap())
+                        .min(partitions[p].len());
+                    records.extend((cursor[p]..end).map(|offset| record(p, offset)));
+                    cursor[p] = end;
+                }
+                if records.is_empty() {
+                    continue;
+                }
+                let event = parse_event(&Batch::from_records(records).event_json(&source));
+                let (response, summary) = process(&app, event).await;
+                assert_eq!(reported(&response), vec![], "{:?}", summary.failure);
+            }
+            let rows: Vec<(String, i32, i64)> = sqlx::query_as(
+                "SELECT order_no, source_partition, source_offset FROM enriched_orders ORDER BY order_no",
+            )
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+            outcomes.push(rows);
+        }
+        let expected = greatest_records(&partitions);
+        for rows in &outcomes {
+            assert_eq!(rows, &expected, "scenario {scenario}: {partitions:?}");
+        }
+    }
+}
+
+/// Per order number, the greatest record under (clock, topic, partition, offset), the clock
+/// being the order's latest timestamp in its partition up to that record.
+fn greatest_records(partitions: &[Vec<(String, i64)>]) -> Vec<(String, i32, i64)> {
+    let mut best: std::collections::BTreeMap<String, (i64, i32, i64)> = Default::default();
+    for (p, records) in partitions.iter().enumerate() {
+        let mut clocks: std::collections::BTreeMap<&str, i64> = Default::default();
+        for (offset, (no, ts)) in records.iter().enumerate() {
+            let clock = clocks.entry(no).or_insert(i64::MIN);
+            *clock = (*clock).max(*ts);
+            let key = (
+                *clock,
+                i32::try_from(p).unwrap(),
+                i64::try_from(offset).unwrap(),
+            );
+            let entry = best.entry(no.clone()).or_insert(key);
+            *entry = (*entry).max(key);
+        }
+    }
+    best.into_iter().map(|(no, (_, p, o))| (no, p, o)).collect()
 }
