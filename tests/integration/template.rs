@@ -187,6 +187,15 @@ fn wiring_problems(template: &Value, cargo: &toml::Table) -> Vec<String> {
     if get(&event, &["DestinationConfig", "OnFailure", "Destination"]).is_none() {
         problems.push("no on-failure destination: exhausted batches would be dropped".to_owned());
     }
+    // Only S3 (and Kafka) destinations keep the records themselves; SQS and SNS get offsets,
+    // which are useless once the records leave the topic.
+    let default_destination =
+        get(template, &["Parameters", "OnFailureDestination", "Default"]).and_then(Value::as_str);
+    if default_destination != Some("S3") {
+        problems.push(format!(
+            "the default on-failure destination is {default_destination:?}, which does not keep the records; S3 does"
+        ));
+    }
     if event.get("ProvisionedPollerConfig").is_none() {
         problems.push("no ProvisionedPollerConfig: retry limits and the on-failure destination need provisioned mode".to_owned());
     }
@@ -208,7 +217,7 @@ fn the_template_wires_the_mapping_safely() {
 
 #[test]
 fn each_dangerous_mistake_is_caught() {
-    let mistakes: [(&str, &str, &str); 7] = [
+    let mistakes: [(&str, &str, &str); 8] = [
         (
             "FunctionResponseTypes: [ReportBatchItemFailures]",
             "FunctionResponseTypes: []",
@@ -239,6 +248,11 @@ fn each_dangerous_mistake_is_caught() {
             "            DestinationConfig:\n",
             "            UnusedDestinationConfig:\n",
             "no on-failure destination",
+        ),
+        (
+            "    Default: S3\n    AllowedValues: [S3, SQS]",
+            "    Default: SQS\n    AllowedValues: [S3, SQS]",
+            "does not keep the records",
         ),
     ];
     let cargo: toml::Table = CARGO_TOML.parse().unwrap();

@@ -33,6 +33,12 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // `cargo xtask show | head` ends quietly, as command-line tools do, instead of panicking on
+    // the closed pipe.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread relies on it.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let result = match Cli::parse().command {
         Command::SetupDb { customers } => setup_db(customers).await,
         Command::Show => show().await,
