@@ -12,7 +12,8 @@
 //! - [`batch`] (pure): records, batches, the event JSON and the 6 MB cap.
 //! - [`function`]: the function, spawned against [`runtime_api`] or reached over HTTP.
 //! - [`rules`] (pure): what an answer means and what follows it.
-//! - [`destination`]: where given-up records go.
+//! - [`destination`]: where given-up records go; [`replay`]: re-driving them, each
+//!   document's payload ([`payload`]) as a source of its own.
 //! - [`runner`]: the loop that ties them together (`esm-local run`).
 
 pub mod batch;
@@ -23,6 +24,8 @@ pub mod function;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod partitioner;
+pub mod payload;
+pub mod replay;
 pub mod rules;
 pub mod runner;
 pub mod runtime_api;

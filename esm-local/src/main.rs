@@ -45,6 +45,9 @@ struct Cli {
 enum Command {
     /// Read a topic and deliver it to the function with the event source mapping's semantics.
     Run(Box<RunArgs>),
+    /// Deliver on-failure documents (the S3 form, with their payload) to the function again,
+    /// with the mapping's rules; exits non-zero if any record is still not accepted.
+    Replay(Box<ReplayArgs>),
     /// Produce the lines of files to a Kafka topic (created if missing), keyed like `run --file`.
     Produce {
         #[arg(long)]
@@ -114,6 +117,63 @@ impl LineArgs {
     }
 }
 
+/// How to reach the function.
+#[derive(Args)]
+struct FunctionArgs {
+    /// The function binary (a `bootstrap`, or what `cargo build` makes), run against a local
+    /// Runtime API and restarted after a crash or a timeout.
+    #[arg(
+        long,
+        conflicts_with = "invoke_url",
+        required_unless_present = "invoke_url"
+    )]
+    function: Option<PathBuf>,
+    /// Invoke a function served by `cargo lambda watch` instead, e.g. http://127.0.0.1:9000.
+    #[arg(long)]
+    invoke_url: Option<String>,
+    /// The function's name at --invoke-url (cargo lambda watch serves it under the binary's name).
+    #[arg(long, default_value = "function", requires = "invoke_url")]
+    function_name: String,
+    /// The function's timeout: each invocation's deadline.
+    #[arg(long, default_value_t = 30)]
+    timeout_secs: u64,
+    /// Append the function's output (logs, metrics) to this file instead of printing it.
+    #[arg(long)]
+    function_log: Option<PathBuf>,
+}
+
+impl FunctionArgs {
+    async fn open(&self) -> Result<Function, Error> {
+        let mut function = match (&self.invoke_url, &self.function) {
+            (Some(url), _) => Function::remote(url, &self.function_name),
+            (None, Some(path)) => Function::spawn(path.clone()).await?,
+            (None, None) => {
+                return Err("give the function: --function PATH or --invoke-url URL".into())
+            }
+        };
+        if let Some(path) = &self.function_log {
+            function.log_to(path.clone());
+        }
+        Ok(function)
+    }
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// On-failure documents: files (one document, or JSON lines), directories of them, or
+    /// `s3://bucket/prefix` (feature `s3`).
+    #[arg(required = true)]
+    sources: Vec<String>,
+    #[command(flatten)]
+    function: FunctionArgs,
+    /// Retries of a document's batch before it counts as still failing.
+    #[arg(long, default_value_t = 2)]
+    maximum_retry_attempts: u32,
+    /// Append what is still failing, in the same S3 form, to this file.
+    #[arg(long)]
+    on_failure_file: Option<PathBuf>,
+}
+
 #[derive(Args)]
 struct RunArgs {
     // --- source ---
@@ -170,26 +230,8 @@ struct RunArgs {
     no_report_batch_item_failures: bool,
 
     // --- the function ---
-    /// The function binary (a `bootstrap`, or what `cargo build` makes), run against a local
-    /// Runtime API and restarted after a crash or a timeout.
-    #[arg(
-        long,
-        conflicts_with = "invoke_url",
-        required_unless_present = "invoke_url"
-    )]
-    function: Option<PathBuf>,
-    /// Invoke a function served by `cargo lambda watch` instead, e.g. http://127.0.0.1:9000.
-    #[arg(long)]
-    invoke_url: Option<String>,
-    /// The function's name at --invoke-url (cargo lambda watch serves it under the binary's name).
-    #[arg(long, default_value = "function", requires = "invoke_url")]
-    function_name: String,
-    /// The function's timeout: each invocation's deadline.
-    #[arg(long, default_value_t = 30)]
-    timeout_secs: u64,
-    /// Append the function's output (logs, metrics) to this file instead of printing it.
-    #[arg(long)]
-    function_log: Option<PathBuf>,
+    #[command(flatten)]
+    function: FunctionArgs,
 
     // --- on failure ---
     /// Append what Lambda would put in an S3 on-failure destination (with the payload), one
@@ -230,6 +272,7 @@ async fn main() -> ExitCode {
 async fn run(command: Command) -> Result<(), Error> {
     match command {
         Command::Run(args) => run_mapping(*args).await,
+        Command::Replay(args) => replay(*args).await,
         Command::Produce {
             bootstrap_servers,
             topic,
@@ -476,20 +519,22 @@ async fn run_mapping(args: RunArgs) -> Result<(), Error> {
     settings.validate()?;
     let destination = destination(&args).await?;
     let (mut source, event_source) = open_source(&args).await?;
-    let mut function = match &args.invoke_url {
-        Some(url) => Function::remote(url, &args.function_name),
-        None => match &args.function {
-            Some(path) => Function::spawn(path.clone()).await?,
-            None => return Err("give the function: --function PATH or --invoke-url URL".into()),
-        },
-    };
-    if let Some(path) = &args.function_log {
-        function.log_to(path.clone());
-    }
+    let mut function = args.function.open().await?;
     let mut options = RunOptions::new(settings, event_source);
-    options.timeout = Duration::from_secs(args.timeout_secs);
+    options.timeout = Duration::from_secs(args.function.timeout_secs);
     options.follow = args.follow;
     options.progress = !args.no_progress && std::io::stderr().is_terminal();
+    let stop = stop_on_signal();
+    let result = runner::run(&options, &mut source, &mut function, &destination, stop).await;
+    function.stop().await;
+    let summary = result?;
+    print!("{}", summary.render(&destination));
+    Ok(())
+}
+
+/// A flag set on Ctrl-C, or on SIGTERM from a script that ran this in the background (where
+/// SIGINT is ignored): the run stops after the current invocation.
+fn stop_on_signal() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let on_signal = stop.clone();
     tokio::spawn(async move {
@@ -510,11 +555,7 @@ async fn run_mapping(args: RunArgs) -> Result<(), Error> {
         eprintln!("esm-local: stopping after the current invocation");
         on_signal.store(true, Ordering::Relaxed);
     });
-    let result = runner::run(&options, &mut source, &mut function, &destination, stop).await;
-    function.stop().await;
-    let summary = result?;
-    print!("{}", summary.render(&destination));
-    Ok(())
+    stop
 }
 
 async fn invoke(function: PathBuf, timeout_secs: u64, events: Vec<PathBuf>) -> Result<(), Error> {
@@ -543,4 +584,87 @@ async fn invoke(function: PathBuf, timeout_secs: u64, events: Vec<PathBuf>) -> R
     }
     function.stop().await;
     Ok(())
+}
+
+async fn replay(args: ReplayArgs) -> Result<(), Error> {
+    use esm_local::replay::{self, ReplayOptions};
+    let mut documents = Vec::new();
+    for source in &args.sources {
+        if source.starts_with("s3://") {
+            documents.extend(s3_documents(source).await?);
+        } else {
+            documents.extend(replay::documents_from_path(std::path::Path::new(source))?);
+        }
+    }
+    if documents.is_empty() {
+        return Err(format!("no on-failure documents in {}", args.sources.join(" ")).into());
+    }
+    let destination = match &args.on_failure_file {
+        Some(path) => Destination::File(path.clone()),
+        None => Destination::None,
+    };
+    let options = ReplayOptions {
+        timeout: Duration::from_secs(args.function.timeout_secs),
+        maximum_retry_attempts: args.maximum_retry_attempts,
+        backoff: Duration::from_millis(200),
+    };
+    let mut function = args.function.open().await?;
+    let result = replay::replay(
+        &documents,
+        &mut function,
+        &options,
+        &destination,
+        stop_on_signal(),
+    )
+    .await;
+    function.stop().await;
+    let outcomes = result?;
+    let (mut accepted, mut failing, mut unusable) = (0u64, 0u64, 0usize);
+    for outcome in &outcomes {
+        match &outcome.unusable {
+            Some(why) => {
+                unusable += 1;
+                eprintln!("{}: {why}", outcome.origin);
+            }
+            None => println!(
+                "{}: {} records, {} accepted, {} still failing ({} invocations)",
+                outcome.origin,
+                outcome.records,
+                outcome.accepted,
+                outcome.still_failing,
+                outcome.invocations
+            ),
+        }
+        accepted += outcome.accepted;
+        failing += outcome.still_failing;
+    }
+    println!(
+        "replayed {} of {} documents: {accepted} records accepted, {failing} still failing, {unusable} without a usable payload",
+        outcomes.len(),
+        documents.len()
+    );
+    if failing > 0 || unusable > 0 || outcomes.len() < documents.len() {
+        let kept = match &args.on_failure_file {
+            Some(path) => format!(" (what still fails is in {})", path.display()),
+            None => String::new(),
+        };
+        return Err(format!("not everything was accepted{kept}").into());
+    }
+    Ok(())
+}
+
+#[cfg(feature = "s3")]
+async fn s3_documents(url: &str) -> Result<Vec<esm_local::replay::Document>, Error> {
+    let client = esm_local::replay::s3_client().await;
+    esm_local::replay::documents_from_s3(&client, url).await
+}
+
+#[cfg(not(feature = "s3"))]
+async fn s3_documents(url: &str) -> Result<Vec<esm_local::replay::Document>, Error> {
+    Err(format!(
+        "{url}: this esm-local was built without S3 support: build it with \
+         `cargo build -p esm-local --features s3`, or copy the objects first \
+         (aws s3 cp --recursive {url} DIR)"
+    )
+    .into())
 }

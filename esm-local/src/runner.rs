@@ -24,7 +24,10 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// Where records come from.
 pub enum Source {
+    /// A file topic.
     File(FileTopic),
+    /// The records of an on-failure document's payload.
+    Payload(crate::payload::PayloadSource),
     #[cfg(feature = "kafka")]
     Kafka(crate::kafka::KafkaSource),
 }
@@ -33,6 +36,7 @@ impl Source {
     fn partitions(&self) -> Vec<TopicPartition> {
         match self {
             Self::File(topic) => topic.topic_partitions(),
+            Self::Payload(payload) => payload.topic_partitions(),
             #[cfg(feature = "kafka")]
             Self::Kafka(kafka) => kafka.topic_partitions(),
         }
@@ -45,6 +49,7 @@ impl Source {
                 .into_iter()
                 .map(|p| (p, 0))
                 .collect(),
+            Self::Payload(payload) => payload.start_offsets(),
             #[cfg(feature = "kafka")]
             Self::Kafka(kafka) => kafka.start_offsets(),
         }
@@ -61,6 +66,7 @@ impl Source {
                 // Everything at once: the batching cuts it to size.
                 Ok(records)
             }
+            Self::Payload(payload) => Ok(payload.poll()),
             #[cfg(feature = "kafka")]
             Self::Kafka(kafka) => kafka.poll(wait, max).await,
         }
@@ -70,7 +76,7 @@ impl Source {
     fn commit(&mut self, offsets: &BTreeMap<TopicPartition, i64>) -> Result<(), Error> {
         match self {
             // The run keeps a file topic's offsets; nothing outlives it.
-            Self::File(_) => Ok(()),
+            Self::File(_) | Self::Payload(_) => Ok(()),
             #[cfg(feature = "kafka")]
             Self::Kafka(kafka) => kafka.commit(offsets),
         }
@@ -79,6 +85,7 @@ impl Source {
     fn end_offsets(&self) -> Result<BTreeMap<TopicPartition, i64>, Error> {
         match self {
             Self::File(topic) => Ok(topic.end_offsets()),
+            Self::Payload(payload) => Ok(payload.end_offsets()),
             #[cfg(feature = "kafka")]
             Self::Kafka(kafka) => kafka.end_offsets(),
         }

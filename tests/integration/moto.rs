@@ -1,4 +1,4 @@
-//! A real Secrets Manager API for the tests: moto in server mode on a free localhost port,
+//! Real Secrets Manager, SQS and S3 APIs for the tests: moto in server mode on a free localhost port,
 //! shared by the tests of this process and stopped when it exits.
 
 use std::process::{Child, Command, Stdio};
@@ -59,4 +59,13 @@ pub async fn client() -> aws_sdk_secretsmanager::Client {
 
 pub async fn sqs_client() -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(&config().await)
+}
+
+/// An S3 client for moto (path-style bucket addresses).
+pub async fn s3_client() -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config().await)
+            .force_path_style(true)
+            .build(),
+    )
 }

@@ -19,6 +19,7 @@ use esm_local::runner::{run, PartitionProgress, RunOptions, Source, Summary};
 use esm_local::EVENT_SOURCE_ARN;
 use serde_json::Value;
 
+use crate::pg::PgServer;
 use crate::support::*;
 
 const FUNCTION: &str = env!("CARGO_BIN_EXE_msk-order-enricher");
@@ -41,12 +42,17 @@ fn event_source(bootstrap_servers: &str) -> EventSource {
 }
 
 async fn function(database_url: &str, policy: &str) -> Function {
-    let env = [
+    function_with(database_url, policy, &[]).await
+}
+
+async fn function_with(database_url: &str, policy: &str, extra: &[(&str, &str)]) -> Function {
+    let mut env = vec![
         ("DATABASE_URL", database_url),
         ("DB_CONNECT_TIMEOUT_MS", "500"),
         ("POISON_RECORD_POLICY", policy),
         ("AWS_LAMBDA_LOG_LEVEL", "error"),
     ];
+    env.extend_from_slice(extra);
     let mut function = Function::spawn_with_env(
         PathBuf::from(FUNCTION),
         env.iter()
@@ -365,6 +371,143 @@ async fn records_older_than_the_maximum_age_go_on_failure_undelivered() {
     assert_eq!(summary.function_starts, 0);
     assert_eq!(count(&db.pool, "enriched_orders").await, 0);
     assert_eq!(lag(&summary).values().sum::<i64>(), 0);
+}
+
+/// Batches the mapping gave up on while the database was down, kept in S3 (one object per
+/// batch, as Lambda's S3 destination does), replayed into the function: every order written
+/// once, exactly as a clean pass would; a second replay (from the JSON lines) changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_given_up_in_an_outage_are_replayed_and_a_second_replay_changes_nothing() {
+    use esm_local::replay::{self, ReplayOptions};
+
+    let reference = fresh_db().await;
+    let batches = Settings {
+        batch_size: 5,
+        maximum_retry_attempts: Some(0),
+        ..Settings::default()
+    };
+    file_topic_run(
+        &reference,
+        "dead-letter",
+        batches.clone(),
+        &Destination::None,
+    )
+    .await;
+    // A file topic stamps its records when it is read: compare everything but the timestamp.
+    let without_timestamp = |rows: Vec<Vec<Option<String>>>| -> Vec<Vec<Option<String>>> {
+        rows.into_iter()
+            .map(|mut row| {
+                row.remove(15);
+                row
+            })
+            .collect()
+    };
+    let expected = without_timestamp(orders_content(&reference.pool).await);
+
+    let server = PgServer::start();
+    let db = fresh_db_on(&server.url("postgres")).await;
+    db.pool.close().await;
+    server.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let on_failure = dir.path().join("on-failure.jsonl");
+    let mut source = Source::File(FileTopic::from_lines(
+        "orders",
+        3,
+        &keyed_by_order_no(),
+        &stream_lines(),
+        now_ms(),
+    ));
+    let impatient = function_with(&db.url, "dead-letter", &[("DB_RETRY_LIMIT_MS", "300")]).await;
+    let summary = run_to_the_end(
+        &options(batches, "localhost:9092"),
+        &mut source,
+        impatient,
+        &Destination::File(on_failure.clone()),
+    )
+    .await;
+    assert_eq!(summary.on_failure_records, 12, "{summary:?}");
+    let given_up = read_on_failure(&on_failure);
+    assert_eq!(
+        given_up.len(),
+        usize::try_from(summary.on_failure_batches).unwrap()
+    );
+
+    server.start_again();
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    assert_eq!(
+        count(&pool, "enriched_orders").await,
+        0,
+        "nothing written in the outage"
+    );
+
+    let s3 = crate::moto::s3_client().await;
+    s3.create_bucket()
+        .bucket("enricher-on-failure")
+        .send()
+        .await
+        .unwrap();
+    for (index, document) in given_up.iter().enumerate() {
+        s3.put_object()
+            .bucket("enricher-on-failure")
+            .key(format!("aws/lambda/mapping/orders/{index:03}"))
+            .body(document.to_string().into_bytes().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let options = ReplayOptions {
+        timeout: Duration::from_secs(10),
+        maximum_retry_attempts: 0,
+        backoff: Duration::from_millis(100),
+    };
+    let mut function = function(&db.url, "dead-letter").await;
+    let from_s3 = replay::documents_from_s3(&s3, "s3://enricher-on-failure/aws/lambda/")
+        .await
+        .unwrap();
+    assert_eq!(from_s3.len(), given_up.len());
+    let stop = Arc::new(AtomicBool::new(false));
+    let first = replay::replay(
+        &from_s3,
+        &mut function,
+        &options,
+        &Destination::None,
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        first.iter().map(|r| r.accepted).sum::<u64>(),
+        12,
+        "{first:?}"
+    );
+    assert!(first
+        .iter()
+        .all(|r| r.still_failing == 0 && r.unusable.is_none()));
+    assert_eq!(without_timestamp(orders_content(&pool).await), expected);
+    assert_eq!(
+        dead_letter_offsets(&pool).await,
+        dead_letter_offsets(&reference.pool).await
+    );
+
+    let snapshot = orders_snapshot(&pool).await;
+    let from_file = replay::documents_from_path(&on_failure).unwrap();
+    let second = replay::replay(
+        &from_file,
+        &mut function,
+        &options,
+        &Destination::None,
+        stop,
+    )
+    .await
+    .unwrap();
+    function.stop().await;
+    assert_eq!(second.iter().map(|r| r.accepted).sum::<u64>(), 12);
+    assert_eq!(
+        orders_snapshot(&pool).await,
+        snapshot,
+        "a second replay changed rows"
+    );
+    assert_eq!(count(&pool, "dead_letters").await, 1);
 }
 
 #[tokio::test]
