@@ -136,9 +136,13 @@ pub async fn process(
         lookup: io.lookup,
         write: io.write,
         failure,
-        orders_written: if committed { plan.orders.len() } else { 0 },
+        orders_written: if committed {
+            plan.orders.len() - io.orders_refused
+        } else {
+            0
+        },
         dead_letters_written: if committed {
-            plan.dead_letters.len()
+            plan.dead_letters.len() + io.orders_refused
         } else {
             0
         },

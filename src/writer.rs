@@ -14,9 +14,13 @@ use std::time::{Duration, Instant};
 
 use sqlx::AssertSqlSafe;
 
+use sqlx::{Connection as _, PgConnection};
+
 use crate::db_error::{self, ErrorClass};
 use crate::enrich::{self, LookupStats};
-use crate::plan::Plan;
+use crate::event::{PartitionKey, Poison};
+use crate::location::Locations;
+use crate::plan::{DeadLetter, Plan};
 use crate::startup::App;
 use crate::store::{self, WriteStats};
 use crate::summary::{millis, WriteFailure};
@@ -36,6 +40,8 @@ pub struct IoStats {
     pub retries: u32,
     /// Milliseconds spent waiting between attempts.
     pub waited_ms: u64,
+    /// Orders the database refused (a data error): written as dead letters instead.
+    pub orders_refused: usize,
 }
 
 /// At most this much of the time left is kept for the `COMMIT` (a quarter when less is left).
@@ -55,12 +61,14 @@ pub async fn enrich_and_write(
     let budget_end = deadline.map_or(limit, |deadline| deadline.min(limit));
     let mut credentials_reread = false;
     let mut last_transient: Option<WriteFailure> = None;
+    // After a data error the next attempt finds the refused orders and sets them aside.
+    let mut set_aside_refused = false;
     loop {
         if Instant::now() >= budget_end {
             // Out of time while the database was still failing: say why, not just when.
             return (stats, Err(last_transient.unwrap_or(WriteFailure::Deadline)));
         }
-        let error = match attempt(app, plan, budget_end, &mut stats).await {
+        let error = match attempt(app, plan, budget_end, set_aside_refused, &mut stats).await {
             Ok(()) => return (stats, Ok(())),
             Err(Attempt::OutOfTime) => {
                 return (stats, Err(last_transient.unwrap_or(WriteFailure::Deadline)))
@@ -105,6 +113,16 @@ pub async fn enrich_and_write(
                 }
             }
             ErrorClass::OutOfTime => return (stats, Err(WriteFailure::Deadline)),
+            // A value the database refuses would fail the batch on every delivery: try once
+            // more, finding the refused orders and keeping them as dead letters.
+            ErrorClass::Data if !set_aside_refused => {
+                set_aside_refused = true;
+                tracing::warn!(
+                    sqlstate = db_error::sqlstate(&error).unwrap_or_default(),
+                    error = %error,
+                    "the database refused a value; finding the refused orders"
+                );
+            }
             _ => {
                 let failure = database_failure(app, &error, stats.retries);
                 return (stats, Err(failure));
@@ -134,6 +152,7 @@ async fn attempt(
     app: &App,
     plan: &Plan,
     budget_end: Instant,
+    set_aside_refused: bool,
     stats: &mut IoStats,
 ) -> Result<(), Attempt> {
     let left = budget_end.saturating_duration_since(Instant::now());
@@ -157,7 +176,11 @@ async fn attempt(
         stats.lookup = lookup;
         stats.lookup_ms = millis(started.elapsed());
         let started = Instant::now();
-        stats.write = store::write(&mut tx, plan, &locations).await?;
+        if set_aside_refused {
+            write_setting_aside_refused(&mut tx, plan, &locations, stats).await?;
+        } else {
+            stats.write = store::write(&mut tx, plan, &locations).await?;
+        }
         stats.write_ms = millis(started.elapsed());
         Ok::<_, Attempt>(tx)
     };
@@ -176,6 +199,75 @@ async fn attempt(
             "no answer to COMMIT before the deadline".to_owned(),
         )),
     }
+}
+
+/// Finds the orders the database refuses by bisecting the plan's orders in savepoints (each
+/// probe rolled back), then writes the rest with a dead letter for each refused order, its
+/// value and the database's reason: a data error costs its own records, never the batch.
+async fn write_setting_aside_refused(
+    conn: &mut PgConnection,
+    plan: &Plan,
+    locations: &Locations,
+    stats: &mut IoStats,
+) -> Result<(), sqlx::Error> {
+    let mut refused: Vec<(usize, String)> = Vec::new();
+    let mut pending: Vec<Vec<usize>> = vec![(0..plan.orders.len()).collect()];
+    while let Some(indices) = pending.pop() {
+        let probe = Plan {
+            orders: indices.iter().map(|&i| plan.orders[i].clone()).collect(),
+            ..Plan::default()
+        };
+        let mut savepoint = conn.begin().await?;
+        let result = store::write(&mut savepoint, &probe, locations).await;
+        savepoint.rollback().await?;
+        match result {
+            Ok(_) => {}
+            Err(error) if db_error::classify(&error) == ErrorClass::Data => {
+                if let [index] = indices[..] {
+                    refused.push((index, error.to_string()));
+                } else {
+                    let (left, right) = indices.split_at(indices.len() / 2);
+                    pending.push(right.to_vec());
+                    pending.push(left.to_vec());
+                }
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    let mut kept = plan.clone();
+    kept.orders.clear();
+    let mut refused_reason: Vec<Option<String>> = vec![None; plan.orders.len()];
+    for (index, reason) in refused {
+        refused_reason[index] = Some(reason);
+    }
+    for (planned, reason) in plan.orders.iter().zip(refused_reason) {
+        let Some(reason) = reason else {
+            kept.orders.push(planned.clone());
+            continue;
+        };
+        tracing::warn!(
+            partition = format!("{}-{}", planned.source.topic, planned.source.partition),
+            offset = planned.source.offset,
+            reason = reason.as_str(),
+            "order refused by the database; kept as a dead letter"
+        );
+        stats.orders_refused += 1;
+        kept.dead_letters.push(DeadLetter {
+            partition_key: PartitionKey::new(format!(
+                "{}-{}",
+                planned.source.topic, planned.source.partition
+            )),
+            source: planned.source.clone(),
+            poison: Poison {
+                reason: format!("the database refused the order: {reason}"),
+                raw_key: Some(planned.order.order_no().as_bytes().to_vec()),
+                raw_value: Some(planned.order.to_json().into_bytes()),
+                headers: Vec::new(),
+            },
+        });
+    }
+    stats.write = store::write(conn, &kept, locations).await?;
+    Ok(())
 }
 
 /// A number in 0..1 that differs between calls and execution environments.

@@ -176,6 +176,58 @@ async fn a_timestamp_the_database_cannot_store_does_not_fail_its_batch() {
     );
 }
 
+#[tokio::test]
+async fn an_order_the_database_refuses_is_dead_lettered_and_the_rest_written_on_first_delivery() {
+    let db = fresh_db().await;
+    // A rule the function knows nothing about, as an operator might add it.
+    sqlx::query("ALTER TABLE enriched_orders ADD CONSTRAINT units_below_1000 CHECK (units < 1000)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let app = app(&db.url, &[]).await;
+    let orders = [
+        ("SO-R1".to_owned(), 5),
+        ("SO-R2".to_owned(), 5000),
+        ("SO-R3".to_owned(), 7),
+    ];
+    let (response, summary) = process(&app, batch("orders", &orders, 0, 1_700_000_000_000)).await;
+
+    assert_eq!(reported(&response), vec![], "{:?}", summary.failure);
+    assert_eq!(
+        (summary.orders_written, summary.dead_letters_written),
+        (2, 1)
+    );
+    let written: Vec<String> =
+        sqlx::query_scalar("SELECT order_no FROM enriched_orders ORDER BY order_no")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(written, ["SO-R1", "SO-R3"]);
+    let (offset, reason, value): (i64, String, Vec<u8>) =
+        sqlx::query_as("SELECT source_offset, reason, raw_value FROM dead_letters")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(offset, 1);
+    assert!(
+        reason.starts_with("the database refused the order: "),
+        "{reason}"
+    );
+    assert!(reason.contains("units_below_1000"), "{reason}");
+    let value: serde_json::Value = serde_json::from_slice(&value).unwrap();
+    assert_eq!(
+        (value["OrderNo"].as_str(), value["Units"].as_i64()),
+        (Some("SO-R2"), Some(5000))
+    );
+
+    // The redelivery of the same batch changes nothing.
+    let before = orders_snapshot(&db.pool).await;
+    let (response, _) = process(&app, batch("orders", &orders, 0, 1_700_000_000_000)).await;
+    assert_eq!(reported(&response), vec![]);
+    assert_eq!(orders_snapshot(&db.pool).await, before);
+    assert_eq!(count(&db.pool, "dead_letters").await, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_environments_writing_the_same_orders_in_opposite_orders_never_fail() {
     let db = fresh_db().await;
