@@ -19,6 +19,7 @@ pub struct LookupStats {
 
 /// The locations of `customers`, from the cache and, for the missing ones, one query on `conn`
 /// (inside the invocation's transaction).
+#[tracing::instrument(name = "lookup", level = "debug", skip_all, fields(customers = customers.len()), err(level = "debug"))]
 pub async fn locate(
     conn: &mut PgConnection,
     cache: &Mutex<LocationCache>,

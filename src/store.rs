@@ -114,6 +114,7 @@ struct DeadLetterColumns<'a> {
 /// statement per round of [`Plan::rounds`], the dead letters with the first. Rows are bound in
 /// `order_no` order, so that concurrent invocations lock overlapping orders in the same order
 /// and never deadlock.
+#[tracing::instrument(name = "write", level = "debug", skip_all, fields(orders = plan.orders.len(), dead_letters = plan.dead_letters.len()), err(level = "debug"))]
 pub async fn write(
     conn: &mut PgConnection,
     plan: &Plan,

@@ -20,7 +20,10 @@ pub fn init() {
     let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info"));
     let text = std::env::var("AWS_LAMBDA_LOG_FORMAT")
         .is_ok_and(|format| format.eq_ignore_ascii_case("text"));
+    // At debug level the I/O steps' spans (database attempt, lookup, write) close with their
+    // busy and idle time, so a slow invocation shows where its time went.
     let builder = tracing_subscriber::fmt()
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .with_env_filter(filter)
         .with_target(false)
         .with_writer(std::io::stdout);

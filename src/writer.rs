@@ -147,7 +147,12 @@ impl From<sqlx::Error> for Attempt {
 }
 
 /// One try: acquire, begin with limits that end before `budget_end`, look up, write, commit.
-#[tracing::instrument(name = "database", skip_all, fields(attempt = stats.retries + 1))]
+#[tracing::instrument(
+    name = "database",
+    level = "debug",
+    skip_all,
+    fields(attempt = stats.retries + 1, set_aside_refused)
+)]
 async fn attempt(
     app: &App,
     plan: &Plan,
