@@ -10,6 +10,7 @@ use lru::LruCache;
 
 use crate::location::Location;
 
+/// Customer locations (and known-unknown customers), least recently used evicted first.
 pub struct LocationCache {
     entries: LruCache<String, Entry>,
     ttl: Duration,
@@ -21,6 +22,7 @@ struct Entry {
 }
 
 impl LocationCache {
+    /// An empty cache of at most `capacity` customers, each kept for `ttl`.
     pub fn new(capacity: NonZeroUsize, ttl: Duration) -> Self {
         Self {
             entries: LruCache::new(capacity),
@@ -40,6 +42,7 @@ impl LocationCache {
         }
     }
 
+    /// Keeps `location` (or the fact that the customer is unknown) until `now + ttl`.
     pub fn insert(&mut self, customer: String, location: Option<Location>, now: Instant) {
         if self.ttl.is_zero() {
             return;
@@ -53,10 +56,12 @@ impl LocationCache {
         );
     }
 
+    /// Customers in the cache, fresh or expired.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Whether the cache holds nothing.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

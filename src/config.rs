@@ -11,15 +11,24 @@ use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 use crate::plan::PoisonPolicy;
 
+/// The function's configuration, read from the environment once at start.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// Where the database credentials come from.
     pub database: DatabaseSource,
+    /// TLS to the database.
     pub tls: TlsSettings,
+    /// Connections per execution environment (`DB_POOL_SIZE`).
     pub pool_size: u32,
+    /// How long an attempt waits for a connection (`DB_CONNECT_TIMEOUT_MS`).
     pub connect_timeout: Duration,
+    /// How long a customer location is reused (`CACHE_TTL_SECONDS`).
     pub cache_ttl: Duration,
+    /// Customers kept in the cache (`CACHE_MAX_ENTRIES`).
     pub cache_capacity: NonZeroUsize,
+    /// What happens to undecodable records (`POISON_RECORD_POLICY`).
     pub poison_policy: PoisonPolicy,
+    /// How long before the deadline the write must be done (`DEADLINE_MARGIN_MS`).
     pub deadline_margin: Duration,
     /// The longest one invocation keeps retrying transient database failures; the deadline
     /// (minus the margin) stops it sooner.
@@ -27,6 +36,7 @@ pub struct Config {
     /// Connection-level `statement_timeout` and `idle_in_transaction_session_timeout`: a
     /// backstop for the per-transaction limits set from the deadline.
     pub statement_timeout: Duration,
+    /// The EMF metrics (`METRICS_NAMESPACE`, `METRICS_DIMENSIONS`).
     pub metrics: MetricsConfig,
 }
 
@@ -58,21 +68,30 @@ impl fmt::Debug for DatabaseSource {
 /// A secret and the connection details that override the secret's (e.g. an RDS Proxy endpoint).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SecretRef {
+    /// The secret's ARN.
     pub arn: String,
+    /// Overrides the secret's host (`DB_HOST`).
     pub host: Option<String>,
+    /// Overrides the secret's port (`DB_PORT`).
     pub port: Option<u16>,
+    /// Overrides the secret's database (`DB_NAME`).
     pub dbname: Option<String>,
 }
 
 /// `DB_SSL_MODE`: the subset of libpq's modes that make sense for this function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SslMode {
+    /// No TLS.
     Disable,
+    /// Encrypted, the server not verified.
     Require,
+    /// Encrypted, the certificate chain verified.
     VerifyCa,
+    /// Encrypted, the chain and the host name verified.
     VerifyFull,
 }
 
+/// TLS to the database: the mode and the roots to verify with.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TlsSettings {
     /// `None`: what the URL says (sqlx's default, `prefer`, when it says nothing).
@@ -83,6 +102,7 @@ pub struct TlsSettings {
 }
 
 impl TlsSettings {
+    /// These settings on connection options (unset ones leave the options as they are).
     pub fn apply(&self, mut options: PgConnectOptions) -> PgConnectOptions {
         if let Some(mode) = self.mode {
             options = options.ssl_mode(match mode {
@@ -102,13 +122,18 @@ impl TlsSettings {
 /// CloudWatch Embedded Metric Format settings; no namespace means no metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MetricsConfig {
+    /// The CloudWatch namespace; `None` turns metrics off.
     pub namespace: Option<String>,
+    /// Dimensions attached to every metric.
     pub dimensions: Vec<(String, String)>,
 }
 
+/// A variable with a value the function cannot run with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The environment variable.
     pub variable: &'static str,
+    /// What is wrong with its value (never the value of a secret).
     pub problem: String,
 }
 
@@ -122,25 +147,43 @@ impl std::error::Error for ConfigError {}
 
 /// The variables; the README's configuration table lists them with their defaults.
 pub const DATABASE_URL: &str = "DATABASE_URL";
+/// Environment variable names, as the README's configuration table lists them.
 pub const DB_SECRET_ARN: &str = "DB_SECRET_ARN";
+/// See the README's configuration table.
 pub const DB_HOST: &str = "DB_HOST";
+/// See the README's configuration table.
 pub const DB_PORT: &str = "DB_PORT";
+/// See the README's configuration table.
 pub const DB_NAME: &str = "DB_NAME";
+/// See the README's configuration table.
 pub const DB_SSL_MODE: &str = "DB_SSL_MODE";
+/// See the README's configuration table.
 pub const DB_SSL_ROOT_CERT: &str = "DB_SSL_ROOT_CERT";
+/// See the README's configuration table.
 pub const DB_POOL_SIZE: &str = "DB_POOL_SIZE";
+/// See the README's configuration table.
 pub const DB_CONNECT_TIMEOUT_MS: &str = "DB_CONNECT_TIMEOUT_MS";
+/// See the README's configuration table.
 pub const CACHE_TTL_SECONDS: &str = "CACHE_TTL_SECONDS";
+/// See the README's configuration table.
 pub const CACHE_MAX_ENTRIES: &str = "CACHE_MAX_ENTRIES";
+/// See the README's configuration table.
 pub const POISON_RECORD_POLICY: &str = "POISON_RECORD_POLICY";
+/// See the README's configuration table.
 pub const DEADLINE_MARGIN_MS: &str = "DEADLINE_MARGIN_MS";
+/// See the README's configuration table.
 pub const DB_RETRY_LIMIT_MS: &str = "DB_RETRY_LIMIT_MS";
+/// See the README's configuration table.
 pub const DB_STATEMENT_TIMEOUT_MS: &str = "DB_STATEMENT_TIMEOUT_MS";
+/// See the README's configuration table.
 pub const METRICS_NAMESPACE: &str = "METRICS_NAMESPACE";
+/// See the README's configuration table.
 pub const METRICS_DIMENSIONS: &str = "METRICS_DIMENSIONS";
+/// The namespace when `METRICS_NAMESPACE` is not set.
 pub const DEFAULT_METRICS_NAMESPACE: &str = "MskOrderEnricher";
 
 impl Config {
+    /// The configuration from the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }

@@ -14,19 +14,23 @@ use crate::config::{Config, DatabaseSource, SecretRef, TlsSettings};
 /// Secrets Manager must answer within this, so that init cannot hang on it (init has 10 s).
 const SECRET_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);
 
+/// Where the database credentials come from, and how to read them again after a rotation.
 pub struct Credentials {
     source: Source,
     tls: TlsSettings,
 }
 
 enum Source {
+    /// `DATABASE_URL`: fixed.
     Url(Box<PgConnectOptions>),
+    /// A Secrets Manager secret: re-read when the database refuses the password.
     Secret {
         reference: SecretRef,
         client: aws_sdk_secretsmanager::Client,
     },
 }
 
+/// The secret could not be read or used (the message names the ARN, never a value).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CredentialError(String);
 

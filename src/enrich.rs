@@ -10,10 +10,14 @@ use sqlx::{PgConnection, Row};
 use crate::cache::LocationCache;
 use crate::location::{Location, Locations};
 
+/// What the lookup did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LookupStats {
+    /// Distinct customers answered by the cache.
     pub cache_hits: usize,
+    /// Distinct customers fetched from the database.
     pub looked_up: usize,
+    /// Lookup queries sent (0 or 1).
     pub round_trips: usize,
 }
 

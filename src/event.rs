@@ -21,24 +21,33 @@ use crate::order::Order;
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KafkaEvent {
+    /// `aws:kafka` (MSK) or `SelfManagedKafka`.
     #[serde(default)]
     pub event_source: Option<String>,
+    /// The cluster (MSK only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_source_arn: Option<String>,
+    /// The brokers, comma-separated.
     #[serde(default)]
     pub bootstrap_servers: Option<String>,
+    /// Records by `topic-partition`, each list in offset order.
     pub records: BTreeMap<String, Vec<KafkaRecord>>,
 }
 
+/// One record as the event carries it (base64 key and value).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KafkaRecord {
+    /// The record's topic.
     pub topic: String,
+    /// The record's partition.
     pub partition: i32,
+    /// The record's offset.
     pub offset: i64,
     /// Epoch milliseconds.
     #[serde(default)]
     pub timestamp: Option<i64>,
+    /// `CREATE_TIME` or `LOG_APPEND_TIME`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp_type: Option<String>,
     /// Base64; absent or null for records produced without a key.
@@ -61,10 +70,12 @@ pub struct KafkaRecord {
 pub struct PartitionKey(String);
 
 impl PartitionKey {
+    /// The key as the event spells it.
     pub fn new(key: impl Into<String>) -> Self {
         Self(key.into())
     }
 
+    /// The key as the response must spell it.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -80,50 +91,66 @@ impl fmt::Display for PartitionKey {
 /// to its Kafka record and replays can be recognised.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourcePosition {
+    /// The topic.
     pub topic: String,
+    /// The partition.
     pub partition: i32,
+    /// The offset.
     pub offset: i64,
+    /// The record timestamp (epoch milliseconds), `None` when absent or out of PostgreSQL's range.
     pub timestamp_ms: Option<i64>,
 }
 
 /// A Kafka header with its value as bytes (`None` for a header without a value).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
+    /// The header name.
     pub name: String,
+    /// The header value.
     pub value: Option<Vec<u8>>,
 }
 
 /// What a record turned out to be once decoded.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
+    /// A valid order.
     Order(Box<Order>),
+    /// No value: a deletion marker, skipped.
     Tombstone,
+    /// A value that is not an order.
     Poison(Poison),
 }
 
 /// A record that cannot become an order. Everything needed to inspect and replay it is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Poison {
+    /// Why it could not be decoded.
     pub reason: String,
     /// Decoded key bytes; the received text's bytes when the key was not valid base64.
     pub raw_key: Option<Vec<u8>>,
     /// Decoded value bytes; the received text's bytes when the value was not valid base64.
     pub raw_value: Option<Vec<u8>>,
+    /// The record's headers.
     pub headers: Vec<Header>,
 }
 
+/// A record with its payload decoded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecodedRecord {
     /// The record carried a timestamp PostgreSQL cannot store; `source.timestamp_ms` is `None`.
     pub timestamp_out_of_range: bool,
+    /// Where it came from.
     pub source: SourcePosition,
+    /// What it holds.
     pub payload: Payload,
 }
 
 /// The records of one `records` map entry, in offset order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecodedPartition {
+    /// The `records` key of the partition.
     pub key: PartitionKey,
+    /// Its records, in offset order.
     pub records: Vec<DecodedRecord>,
 }
 

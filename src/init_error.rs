@@ -7,6 +7,7 @@ use lambda_runtime::Diagnostic;
 use lambda_runtime_api_client::body::Body;
 use lambda_runtime_api_client::{build_request, Client};
 
+/// Logs the failure and posts it to `/runtime/init/error` when running under Lambda.
 pub async fn report(error_type: &str, message: &str) {
     tracing::error!(error_type, "{message}");
     let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API") else {

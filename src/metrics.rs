@@ -15,23 +15,41 @@ use crate::summary::Summary;
 /// The metrics, their units and meaning; the README's table and the template's alarms and
 /// dashboard use these names.
 pub mod names {
+    /// Records in the batch.
     pub const RECORDS_RECEIVED: &str = "RecordsReceived";
+    /// Orders written with a location.
     pub const ORDERS_ENRICHED: &str = "OrdersEnriched";
+    /// Orders written whose customer is unknown.
     pub const CUSTOMERS_NOT_FOUND: &str = "CustomersNotFound";
+    /// Records kept in `dead_letters`.
     pub const RECORDS_DEAD_LETTERED: &str = "RecordsDeadLettered";
+    /// Records without a value.
     pub const TOMBSTONES: &str = "Tombstones";
+    /// Records Lambda delivers again.
     pub const RECORDS_RETRIED: &str = "RecordsRetried";
+    /// Partitions named in the response.
     pub const PARTITIONS_RETRIED: &str = "PartitionsRetried";
+    /// 1 when nothing could be written.
     pub const WRITE_FAILURES: &str = "WriteFailures";
+    /// Decode to response, milliseconds.
     pub const BATCH_DURATION: &str = "BatchDuration";
+    /// Customer lookup, milliseconds.
     pub const LOOKUP_DURATION: &str = "LookupDuration";
+    /// Lookup queries.
     pub const LOOKUP_ROUND_TRIPS: &str = "LookupRoundTrips";
+    /// The write, milliseconds.
     pub const WRITE_DURATION: &str = "WriteDuration";
+    /// Share of customers found in the cache, percent.
     pub const CACHE_HIT_RATIO: &str = "CacheHitRatio";
+    /// Now minus the oldest record timestamp, milliseconds.
     pub const OLDEST_RECORD_AGE: &str = "OldestRecordAge";
+    /// Attempts repeated after a transient database failure.
     pub const DATABASE_RETRIES: &str = "DatabaseRetries";
+    /// Time waited between them, milliseconds.
     pub const DATABASE_WAIT_DURATION: &str = "DatabaseWaitDuration";
+    /// Orders that left their row unchanged (older, or a replay).
     pub const ORDERS_IGNORED_AS_OLDER: &str = "OrdersIgnoredAsOlder";
+    /// Records whose timestamp PostgreSQL cannot store.
     pub const TIMESTAMPS_OUT_OF_RANGE: &str = "TimestampsOutOfRange";
 }
 

@@ -10,6 +10,7 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+/// An order whose every field parsed: money as exact decimals, the date as a date.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Order {
     order_no: String,
@@ -73,27 +74,35 @@ impl Order {
         })
     }
 
+    /// The order number, the row's key.
     pub fn order_no(&self) -> &str {
         &self.order_no
     }
+    /// The order date.
     pub fn order_date(&self) -> NaiveDate {
         self.order_date
     }
+    /// The sales region.
     pub fn region(&self) -> &str {
         &self.region
     }
+    /// The customer's name, the lookup key.
     pub fn customer(&self) -> &str {
         &self.customer
     }
+    /// The item ordered.
     pub fn item(&self) -> &str {
         &self.item
     }
+    /// Units ordered.
     pub fn units(&self) -> i32 {
         self.units
     }
+    /// Price per unit.
     pub fn unit_cost(&self) -> Decimal {
         self.unit_cost
     }
+    /// The order total.
     pub fn total(&self) -> Decimal {
         self.total
     }

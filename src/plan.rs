@@ -33,10 +33,14 @@ pub struct PlannedOrder {
     pub round: usize,
 }
 
+/// A record kept in `dead_letters` instead of being written as an order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
+    /// The `records` key of its partition.
     pub partition_key: PartitionKey,
+    /// Where it came from.
     pub source: SourcePosition,
+    /// Its bytes and why it was set aside.
     pub poison: Poison,
 }
 
@@ -44,6 +48,7 @@ pub struct DeadLetter {
 /// stopped on a reported poison record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionProgress {
+    /// The `records` key.
     pub key: PartitionKey,
     /// Offsets of all the partition's records in the batch, in order.
     pub offsets: Vec<i64>,
@@ -56,15 +61,19 @@ pub struct PartitionProgress {
     pub halted_reason: Option<String>,
 }
 
+/// What the batch held, for the log line and the metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {
+    /// Records in the batch.
     pub received: usize,
     /// Valid orders, including those superseded by a later record of the same batch.
     pub orders: usize,
     /// Orders not written because a later record of the same order is in the same partition
     /// of the batch.
     pub superseded: usize,
+    /// Records without a value.
     pub tombstones: usize,
+    /// Records planned as dead letters.
     pub dead_lettered: usize,
     /// Poison records reported for redelivery (policy `Report`).
     pub poison_reported: usize,
@@ -74,12 +83,16 @@ pub struct Counts {
     pub timestamps_out_of_range: usize,
 }
 
+/// What an invocation writes and reports, decided before any I/O.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plan {
     /// One entry per order number and partition: the newest record of it there.
     pub orders: Vec<PlannedOrder>,
+    /// Records kept in `dead_letters`.
     pub dead_letters: Vec<DeadLetter>,
+    /// Per partition, where redelivery starts.
     pub partitions: Vec<PartitionProgress>,
+    /// What the batch held.
     pub counts: Counts,
     /// The earliest record timestamp of the batch (epoch milliseconds).
     pub oldest_timestamp_ms: Option<i64>,
@@ -88,6 +101,7 @@ pub struct Plan {
 /// Whether the write reached the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteOutcome {
+    /// The transaction committed.
     Committed,
     /// Nothing of this invocation was committed (database failure or deadline).
     NotWritten,

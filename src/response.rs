@@ -6,15 +6,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::PartitionKey;
 
+/// The Kafka partial batch response: the partitions Lambda must deliver again, and from where.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BatchResponse {
+    /// One entry per partition to redeliver (empty: the whole batch succeeded).
     pub batch_item_failures: Vec<BatchItemFailure>,
 }
 
+/// One partition to redeliver.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BatchItemFailure {
+    /// The first record to deliver again.
     pub item_identifier: ItemIdentifier,
 }
 
@@ -22,11 +26,14 @@ pub struct BatchItemFailure {
 /// partition from `offset` on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ItemIdentifier {
+    /// The `records` key of the partition.
     pub partition: String,
+    /// The offset to redeliver from.
     pub offset: i64,
 }
 
 impl BatchResponse {
+    /// A response naming each `(partition, offset)` to redeliver from.
     pub fn retry_from(failures: impl IntoIterator<Item = (PartitionKey, i64)>) -> Self {
         Self {
             batch_item_failures: failures

@@ -21,13 +21,16 @@ use crate::event::Header;
 use crate::location::Locations;
 use crate::plan::{DeadLetter, Plan, PlannedOrder};
 
+/// What the write did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteStats {
     /// Order rows inserted or replaced (a replayed record changes none).
     pub orders_changed: i64,
     /// Dead letters inserted (a replayed one is not inserted again).
     pub dead_letters_inserted: i64,
+    /// Orders written without a location (unknown customer).
     pub customers_not_found: usize,
+    /// Statements sent.
     pub round_trips: usize,
 }
 

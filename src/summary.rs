@@ -19,23 +19,35 @@ pub enum WriteFailure {
 /// Everything an invocation did; logged as one line, turned into metrics, asserted on in tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
+    /// What the batch held.
     pub counts: Counts,
+    /// What the lookup did.
     pub lookup: LookupStats,
+    /// What the write did.
     pub write: WriteStats,
+    /// Why nothing was written, if so.
     pub failure: Option<WriteFailure>,
     /// Orders and dead letters committed by this invocation (0 when the write failed).
     pub orders_written: usize,
+    /// Dead letters committed.
     pub dead_letters_written: usize,
     /// Partitions reported in the response, and the records Lambda will deliver again.
     pub reported: usize,
+    /// Records Lambda will deliver again.
     pub redelivered_records: usize,
+    /// The earliest record timestamp of the batch.
     pub oldest_timestamp_ms: Option<i64>,
     /// Attempts made again after a transient database failure, and the time waited for them.
     pub database_retries: u32,
+    /// Milliseconds waited between database attempts.
     pub database_wait_ms: u64,
+    /// Milliseconds decoding and planning.
     pub decode_ms: u64,
+    /// Milliseconds in the lookup.
     pub lookup_ms: u64,
+    /// Milliseconds in the write.
     pub write_ms: u64,
+    /// Milliseconds from decode to response.
     pub total_ms: u64,
 }
 

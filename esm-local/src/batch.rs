@@ -15,11 +15,14 @@ pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
 /// One partition of one topic: the event's `records` key is `topic-partition`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TopicPartition {
+    /// The topic.
     pub topic: String,
+    /// The partition number.
     pub partition: i32,
 }
 
 impl TopicPartition {
+    /// Partition `partition` of `topic`.
     pub fn new(topic: impl Into<String>, partition: i32) -> Self {
         Self {
             topic: topic.into(),
@@ -34,23 +37,33 @@ impl fmt::Display for TopicPartition {
     }
 }
 
+/// What a record's timestamp means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimestampType {
+    /// Set by the producer (`CREATE_TIME`).
     CreateTime,
+    /// Set by the broker (`LOG_APPEND_TIME`).
     LogAppendTime,
 }
 
 /// A record as read from the source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceRecord {
+    /// Its topic.
     pub topic: String,
+    /// Its partition.
     pub partition: i32,
+    /// Its offset.
     pub offset: i64,
+    /// Its timestamp, epoch milliseconds.
     pub timestamp_ms: i64,
+    /// What the timestamp means.
     pub timestamp_type: TimestampType,
+    /// The key bytes (`None`: no key).
     pub key: Option<Vec<u8>>,
     /// `None`: a tombstone.
     pub value: Option<Vec<u8>>,
+    /// Headers as name and bytes.
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
@@ -58,8 +71,11 @@ pub struct SourceRecord {
 /// without serialising a record twice.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
+    /// Its partition.
     pub partition: TopicPartition,
+    /// Its offset.
     pub offset: i64,
+    /// Its timestamp, epoch milliseconds (for `MaximumRecordAgeInSeconds`).
     pub timestamp_ms: i64,
     json: String,
 }
@@ -81,6 +97,7 @@ struct WireRecord<'a> {
 }
 
 impl Record {
+    /// Renders `source` as the event JSON carries it.
     pub fn new(source: &SourceRecord) -> Self {
         let wire = WireRecord {
             topic: &source.topic,
@@ -124,6 +141,7 @@ impl Record {
 pub struct EventSource {
     /// `aws:kafka` (with an ARN) or `SelfManagedKafka` (without).
     pub event_source_arn: Option<String>,
+    /// The `bootstrapServers` string.
     pub bootstrap_servers: String,
 }
 
@@ -156,6 +174,7 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// The batch of `records`, grouped by partition.
     pub fn from_records(records: impl IntoIterator<Item = Record>) -> Self {
         let mut batch = Self::default();
         for record in records {
@@ -171,26 +190,32 @@ impl Batch {
         batch
     }
 
+    /// Records in the batch.
     pub fn len(&self) -> usize {
         self.groups.values().map(Vec::len).sum()
     }
 
+    /// Whether the batch has no record.
     pub fn is_empty(&self) -> bool {
         self.groups.values().all(Vec::is_empty)
     }
 
+    /// Its partitions, in order.
     pub fn partitions(&self) -> impl Iterator<Item = &TopicPartition> {
         self.groups.keys()
     }
 
+    /// Its records, partition by partition, each in offset order.
     pub fn records(&self) -> impl Iterator<Item = &Record> {
         self.groups.values().flatten()
     }
 
+    /// The records of one partition.
     pub fn records_of(&self, partition: &TopicPartition) -> &[Record] {
         self.groups.get(partition).map_or(&[], Vec::as_slice)
     }
 
+    /// Whether the batch holds that record.
     pub fn contains(&self, partition: &TopicPartition, offset: i64) -> bool {
         self.records_of(partition)
             .binary_search_by_key(&offset, |record| record.offset)
@@ -312,10 +337,12 @@ impl PayloadSize {
 /// Why the next batch cannot be cut yet, or what it is.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Cut {
+    /// The next batch.
     Batch(Batch),
     /// A record that alone makes an event over the payload limit: Lambda cannot deliver it,
     /// and sends its metadata to the on-failure destination (`MaximumPayloadSizeExceeded`).
     Oversized(Batch),
+    /// No record is waiting.
     Nothing,
 }
 
@@ -329,6 +356,7 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// Adds a record after the others of its partition.
     pub fn push(&mut self, record: Record) {
         self.partitions
             .entry(record.partition.clone())
@@ -336,10 +364,12 @@ impl Pending {
             .push_back(record);
     }
 
+    /// Records waiting.
     pub fn len(&self) -> usize {
         self.partitions.values().map(VecDeque::len).sum()
     }
 
+    /// Whether no record is waiting.
     pub fn is_empty(&self) -> bool {
         self.partitions.values().all(VecDeque::is_empty)
     }

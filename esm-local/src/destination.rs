@@ -9,13 +9,18 @@ use serde_json::Value;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// The on-failure destination.
 pub enum Destination {
     /// Records are dropped, as with no destination configured on AWS.
     None,
+    /// A file of S3-form documents, one per line (with `payload`).
     File(PathBuf),
+    /// An SQS queue: the SQS form, metadata only.
     #[cfg(feature = "sqs")]
     Sqs {
+        /// The SQS client.
         client: aws_sdk_sqs::Client,
+        /// The queue.
         queue_url: String,
     },
 }
@@ -37,6 +42,7 @@ impl Destination {
         matches!(self, Self::File(_))
     }
 
+    /// The destination in words, for the run's output.
     pub fn describe(&self) -> String {
         match self {
             Self::None => "none (records given up on are dropped)".into(),
@@ -46,6 +52,7 @@ impl Destination {
         }
     }
 
+    /// Keeps one on-failure document.
     pub async fn send(&self, record: &Value) -> Result<(), Error> {
         match self {
             Self::None => Ok(()),

@@ -15,10 +15,16 @@ pub type KeyAndValue = (Option<Vec<u8>>, Option<Vec<u8>>);
 pub enum LineFormat {
     /// The line is the value; the key is the value's top-level JSON field `key_field` when it
     /// is a string, else the record has no key.
-    Values { key_field: Option<String> },
+    Values {
+        /// The JSON field holding the key.
+        key_field: Option<String>,
+    },
     /// `key<separator>value`, as kcat reads and writes with `-K`. A line without the separator
     /// is a value without a key; an empty value is a tombstone.
-    KeyValue { separator: String },
+    KeyValue {
+        /// What separates key from value.
+        separator: String,
+    },
 }
 
 impl LineFormat {
@@ -95,6 +101,7 @@ impl FileTopic {
         }
     }
 
+    /// The topic's partitions.
     pub fn topic_partitions(&self) -> Vec<TopicPartition> {
         (0..self.partitions.len())
             .map(|p| TopicPartition::new(self.topic.clone(), i32::try_from(p).unwrap_or(i32::MAX)))

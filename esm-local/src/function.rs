@@ -16,8 +16,11 @@ use crate::runtime_api::{Outcome, RuntimeApi};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// The function the mapping invokes.
 pub enum Function {
+    /// A binary this tool runs against its own Runtime API.
     Spawned(Spawned),
+    /// A function served elsewhere (`cargo lambda watch`).
     Remote(Remote),
 }
 
@@ -94,6 +97,7 @@ impl Function {
         }
     }
 
+    /// Stops a spawned function's process.
     pub async fn stop(&mut self) {
         if let Self::Spawned(spawned) = self {
             if let Some(mut child) = spawned.child.take() {
@@ -103,6 +107,7 @@ impl Function {
     }
 }
 
+/// A function binary run against the local Runtime API, restarted after a crash or timeout.
 pub struct Spawned {
     api: RuntimeApi,
     binary: PathBuf,
@@ -167,6 +172,7 @@ impl Spawned {
     }
 }
 
+/// A function reached through the Invoke API.
 pub struct Remote {
     name: String,
     url: String,

@@ -24,7 +24,9 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// Where a consumer group without committed offsets starts (`StartingPosition`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartingPosition {
+    /// The earliest offset (`TRIM_HORIZON`).
     TrimHorizon,
+    /// The end of the partition (`LATEST`).
     Latest,
     /// `AT_TIMESTAMP` with `StartingPositionTimestamp`, in epoch milliseconds.
     AtTimestamp(i64),
@@ -33,6 +35,7 @@ pub enum StartingPosition {
 /// Connection settings shared by the consumer, the producer and the admin client.
 #[derive(Debug, Clone)]
 pub struct Connection {
+    /// The brokers, comma-separated.
     pub bootstrap_servers: String,
     /// Further librdkafka properties (`security.protocol`, `sasl.mechanism`, ...).
     pub properties: Vec<(String, String)>,
@@ -54,6 +57,7 @@ fn blocking<T>(call: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(call)
 }
 
+/// A consumer group reading topics of a broker, committing only what the mapping is done with.
 pub struct KafkaSource {
     consumer: StreamConsumer,
     /// A client of its own for end offsets: on the consumer's connection the query would wait
@@ -65,6 +69,7 @@ pub struct KafkaSource {
 }
 
 impl KafkaSource {
+    /// Joins `group` on `topics`, starting where the group committed or at `starting`.
     pub async fn connect(
         connection: &Connection,
         topics: &[String],
@@ -175,10 +180,12 @@ impl KafkaSource {
         })
     }
 
+    /// The partitions read.
     pub fn topic_partitions(&self) -> Vec<TopicPartition> {
         self.partitions.clone()
     }
 
+    /// Where reading started in each partition.
     pub fn start_offsets(&self) -> BTreeMap<TopicPartition, i64> {
         self.start.clone()
     }

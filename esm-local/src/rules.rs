@@ -27,13 +27,17 @@ use crate::batch::{Batch, EventSource, TopicPartition, MAX_PAYLOAD_BYTES};
 /// The event source mapping's settings that shape delivery (names as in the SAM template).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
+    /// `BatchSize`.
     pub batch_size: usize,
+    /// `MaximumBatchingWindowInSeconds`.
     pub batching_window: Duration,
+    /// The invocation payload cap (6 MB).
     pub max_payload_bytes: usize,
     /// `None`: -1, retry until the records expire from the topic.
     pub maximum_retry_attempts: Option<u32>,
     /// `None`: -1, no limit.
     pub maximum_record_age: Option<Duration>,
+    /// `BisectBatchOnFunctionError`.
     pub bisect_batch_on_function_error: bool,
     /// `FunctionResponseTypes: [ReportBatchItemFailures]`. Without it Lambda ignores the
     /// response: reported failures count as success.
@@ -92,8 +96,10 @@ pub enum Invocation {
     Crashed(String),
 }
 
+/// What an invocation's outcome means for its batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
+    /// The whole batch is done.
     Success,
     /// Redeliver these partitions from these offsets; the others succeeded.
     Partial(BTreeMap<TopicPartition, i64>),
@@ -101,10 +107,14 @@ pub enum Verdict {
     Failed(Failure),
 }
 
+/// Why a whole batch failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
+    /// The function returned an error.
     FunctionError(String),
+    /// The function did not answer by its deadline.
     Timeout,
+    /// The function's process died.
     Crashed(String),
     /// The response is not a batch response.
     InvalidResponse(String),
@@ -196,6 +206,7 @@ pub fn judge(batch: &Batch, invocation: &Invocation, settings: &Settings) -> Ver
 /// A batch on its way through the mapping, with its history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
+    /// The records.
     pub batch: Batch,
     /// Retries used so far (bisection does not count).
     pub retries: u32,
@@ -204,6 +215,7 @@ pub struct Attempt {
 }
 
 impl Attempt {
+    /// A batch not invoked yet.
     pub fn new(batch: Batch) -> Self {
         Self {
             batch,
@@ -216,7 +228,9 @@ impl Attempt {
 /// Why records went to the on-failure destination (`requestContext.condition`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Condition {
+    /// `MaximumRetryAttempts` ran out.
     RetryAttemptsExhausted,
+    /// A record alone exceeds the payload cap.
     MaximumPayloadSizeExceeded,
     /// The Kafka pages document the two conditions above; this is the one Lambda's stream
     /// event sources use for `MaximumRecordAgeInSeconds`.
@@ -224,6 +238,7 @@ pub enum Condition {
 }
 
 impl Condition {
+    /// The condition as on-failure documents spell it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::RetryAttemptsExhausted => "RetryAttemptsExhausted",
@@ -236,8 +251,11 @@ impl Condition {
 /// Records the mapping gives up on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Discarded {
+    /// The records given up on.
     pub batch: Batch,
+    /// Why.
     pub condition: Condition,
+    /// How often they were invoked.
     pub invocations: u32,
     /// The last failure was the function's own (error, timeout, crash).
     pub function_error: bool,
@@ -250,6 +268,7 @@ pub struct Decision {
     pub commit: BTreeMap<TopicPartition, i64>,
     /// Batches to invoke next, in order, before any new batch.
     pub retry: Vec<Attempt>,
+    /// Records given up on, for the on-failure destination.
     pub discarded: Option<Discarded>,
 }
 
@@ -325,9 +344,13 @@ pub fn decide(attempt: Attempt, verdict: &Verdict, settings: &Settings) -> Decis
 /// Who invoked what, for the on-failure record.
 #[derive(Debug, Clone)]
 pub struct FailureContext<'a> {
+    /// The request id the document names.
     pub request_id: &'a str,
+    /// The function's ARN.
     pub function_arn: &'a str,
+    /// The event source of the batch.
     pub source: &'a EventSource,
+    /// When, epoch milliseconds.
     pub now_ms: i64,
 }
 

@@ -28,6 +28,7 @@ pub enum Source {
     File(FileTopic),
     /// The records of an on-failure document's payload.
     Payload(crate::payload::PayloadSource),
+    /// A broker.
     #[cfg(feature = "kafka")]
     Kafka(crate::kafka::KafkaSource),
 }
@@ -95,7 +96,9 @@ impl Source {
 /// How the run goes, beyond the mapping's own settings.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
+    /// The mapping's settings.
     pub settings: Settings,
+    /// What the events say about their source.
     pub event_source: EventSource,
     /// The function's timeout: each invocation's deadline.
     pub timeout: Duration,
@@ -103,11 +106,14 @@ pub struct RunOptions {
     pub follow: bool,
     /// The wait before the first retry of a failed batch; it doubles up to `max_backoff`.
     pub backoff: Duration,
+    /// The longest wait between retries.
     pub max_backoff: Duration,
+    /// Draw a progress bar.
     pub progress: bool,
 }
 
 impl RunOptions {
+    /// Options with the defaults: 30 s timeout, 200 ms backoff doubling to 5 s, no follow.
     pub fn new(settings: Settings, event_source: EventSource) -> Self {
         Self {
             settings,
@@ -126,15 +132,19 @@ impl RunOptions {
 pub struct Summary {
     /// Records delivered to the function at least once.
     pub records_delivered: u64,
+    /// Invocations made.
     pub invocations: u64,
     /// Invocations of a batch that had been invoked before (whole, redelivered or bisected).
     pub retries: u64,
     /// Deliveries of a record that had been delivered before.
     pub duplicates_redelivered: u64,
+    /// Partial batch responses.
     pub partial_failures: u64,
     /// Errors, timeouts, crashes, bad responses: the whole batch failed.
     pub batch_failures: u64,
+    /// Batches given up on.
     pub on_failure_batches: u64,
+    /// Records given up on.
     pub on_failure_records: u64,
     /// Times the function process was started.
     pub function_starts: u32,
@@ -142,20 +152,26 @@ pub struct Summary {
     pub partitions: BTreeMap<TopicPartition, PartitionProgress>,
 }
 
+/// Where one partition stands.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PartitionProgress {
+    /// Where reading started.
     pub start: i64,
+    /// The next offset to read, as committed.
     pub committed: i64,
+    /// The offset after the partition's last record.
     pub end: i64,
 }
 
 impl PartitionProgress {
+    /// Records not yet committed.
     pub fn lag(&self) -> i64 {
         (self.end - self.committed).max(0)
     }
 }
 
 impl Summary {
+    /// The summary as the run prints it.
     pub fn render(&self, destination: &Destination) -> String {
         let mut text = String::new();
         let mut line = |label: &str, value: String| {

@@ -43,6 +43,7 @@ pub enum Outcome {
     Error(Bytes),
 }
 
+/// An invocation that got no outcome.
 #[derive(Debug)]
 pub enum InvokeError {
     /// No response within the timeout plus a grace period: the function hung or died.

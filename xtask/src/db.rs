@@ -13,6 +13,7 @@ pub fn migrations_dir() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations"))
 }
 
+/// Applies `migrations/` to the database of `pool`.
 pub async fn migrate(pool: &PgPool) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let migrator = Migrator::new(migrations_dir())
         .await
@@ -24,11 +25,16 @@ pub async fn migrate(pool: &PgPool) -> Result<(), Box<dyn std::error::Error + Se
     Ok(())
 }
 
+/// A row of the `customers` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Customer {
+    /// The customer's name (the key).
     pub name: String,
+    /// The street address.
     pub address: Option<String>,
+    /// Degrees east.
     pub longitude: Option<Decimal>,
+    /// Degrees north.
     pub latitude: Option<Decimal>,
 }
 

@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 
 use tempfile::TempDir;
 
+/// A throwaway PostgreSQL server, stopped and deleted when dropped.
 pub struct PgServer {
     bin_dir: PathBuf,
     dir: TempDir,
@@ -107,10 +108,12 @@ impl PgServer {
         }
     }
 
+    /// Its port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
     }
 
+    /// A connection URL for `database` as the superuser.
     pub fn url(&self, database: &str) -> String {
         match &self.options.superuser_password {
             Some(password) => format!(
@@ -129,6 +132,7 @@ impl PgServer {
         );
     }
 
+    /// Starts the server again on the same port and data (after `stop`).
     pub fn start_again(&self) {
         let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
@@ -161,6 +165,7 @@ impl PgServer {
         );
     }
 
+    /// Its data directory.
     pub fn data_dir(&self) -> String {
         self.dir.path().join("data").display().to_string()
     }
@@ -208,6 +213,7 @@ impl PgServer {
         let _ = std::fs::remove_dir_all(self.dir.path());
     }
 
+    /// Stops the server, ignoring failures (for exit handlers).
     pub fn stop_quietly(&self) {
         let binary = self.bin_dir.join("pg_ctl");
         let data = self.data_dir();
