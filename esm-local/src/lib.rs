@@ -14,7 +14,8 @@
 //! - [`rules`] (pure): what an answer means and what follows it.
 //! - [`destination`]: where given-up records go; [`replay`]: re-driving them, each
 //!   document's payload ([`payload`]) as a source of its own.
-//! - [`runner`]: the loop that ties them together (`esm-local run`).
+//! - [`runner`]: the loop that ties them together (`esm-local run`); [`template`]: its
+//!   settings as a SAM or CloudFormation template deploys them.
 
 pub mod batch;
 pub mod clock;
@@ -29,6 +30,7 @@ pub mod replay;
 pub mod rules;
 pub mod runner;
 pub mod runtime_api;
+pub mod template;
 
 /// The ARN the events of an `aws:kafka` source carry (a made-up MSK cluster).
 pub const EVENT_SOURCE_ARN: &str =

@@ -19,7 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use esm_local::batch::{Cut, EventSource, Pending, Record};
 use esm_local::clock::now_ms;
 use esm_local::destination::Destination;
@@ -176,6 +177,23 @@ struct ReplayArgs {
 
 #[derive(Args)]
 struct RunArgs {
+    // --- the mapping as a template deploys it ---
+    /// Read the mapping's settings from a SAM or CloudFormation template: an MSK or
+    /// SelfManagedKafka event, or an AWS::Lambda::EventSourceMapping. Flags given on the
+    /// command line still win.
+    #[arg(long)]
+    template: Option<PathBuf>,
+    /// The template's Kafka event (or mapping resource) when it has several.
+    #[arg(long, requires = "template")]
+    event: Option<String>,
+    /// Parameter values, as `sam deploy --parameter-overrides` takes them.
+    #[arg(long = "parameter-overrides", value_name = "KEY=VALUE", num_args = 1.., requires = "template")]
+    parameter_overrides: Vec<String>,
+    /// The environment of the samconfig.toml beside the template whose parameter_overrides
+    /// apply (`default` when the file exists and this is not given, as with sam deploy).
+    #[arg(long, requires = "template")]
+    config_env: Option<String>,
+
     // --- source ---
     /// A file topic: one record per line, partitioned by key (instead of a broker).
     #[arg(
@@ -193,7 +211,7 @@ struct RunArgs {
     #[arg(long)]
     bootstrap_servers: Option<String>,
     /// Topic(s) to read; repeat for several (a file topic takes the first).
-    #[arg(long = "topic", required = true)]
+    #[arg(long = "topic", required_unless_present = "template")]
     topics: Vec<String>,
     /// The consumer group whose committed offsets say where to resume.
     #[arg(long, default_value = "esm-local")]
@@ -260,7 +278,13 @@ async fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    match run(Cli::parse().command).await {
+    let matches = Cli::command().get_matches();
+    let command = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli.command,
+        Err(error) => error.exit(),
+    };
+    let run_matches = matches.subcommand_matches("run").cloned();
+    match run(command, run_matches).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("esm-local: {error}");
@@ -269,9 +293,14 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> Result<(), Error> {
+async fn run(command: Command, run_matches: Option<ArgMatches>) -> Result<(), Error> {
     match command {
-        Command::Run(args) => run_mapping(*args).await,
+        Command::Run(mut args) => {
+            if let (Some(_), Some(matches)) = (&args.template, &run_matches) {
+                apply_template(&mut args, matches)?;
+            }
+            run_mapping(*args).await
+        }
         Command::Replay(args) => replay(*args).await,
         Command::Produce {
             bootstrap_servers,
@@ -495,6 +524,113 @@ async fn destination(args: &RunArgs) -> Result<Destination, Error> {
                 .into(),
         ),
     }
+}
+
+/// Takes the mapping's settings from `--template` for every flag not given on the command line,
+/// and says what is in effect and where each setting came from.
+fn apply_template(args: &mut RunArgs, matches: &ArgMatches) -> Result<(), Error> {
+    let Some(path) = args.template.clone() else {
+        return Ok(());
+    };
+    let text = read(&path)?;
+    let samconfig_path = path.with_file_name("samconfig.toml");
+    let samconfig_text = match (&args.config_env, samconfig_path.exists()) {
+        (_, true) => Some(read(&samconfig_path)?),
+        (Some(_), false) => {
+            return Err(format!("--config-env needs {}", samconfig_path.display()).into())
+        }
+        (None, false) => None,
+    };
+    let env = args
+        .config_env
+        .clone()
+        .unwrap_or_else(|| "default".to_owned());
+    let overrides = args
+        .parameter_overrides
+        .iter()
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| format!("--parameter-overrides {pair}: expected KEY=VALUE"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mapping = esm_local::template::read(
+        &text,
+        args.event.as_deref(),
+        samconfig_text.as_deref().map(|text| (text, env.as_str())),
+        &overrides,
+    )
+    .map_err(|e| format!("{}: {e}", path.display()))?;
+    eprintln!("esm-local: {} ({})", mapping.describe(), path.display());
+    let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+    let mut kept = Vec::new();
+    let mut take = |id: &'static str, apply: &mut dyn FnMut()| {
+        if given(id) {
+            kept.push(id);
+        } else {
+            apply();
+        }
+    };
+    let settings = &mapping.settings;
+    take("batch_size", &mut || args.batch_size = settings.batch_size);
+    take("maximum_batching_window_in_seconds", &mut || {
+        args.maximum_batching_window_in_seconds = settings.batching_window.as_secs_f64();
+    });
+    take("maximum_retry_attempts", &mut || {
+        args.maximum_retry_attempts = settings.maximum_retry_attempts.map_or(-1, i64::from);
+    });
+    take("maximum_record_age_in_seconds", &mut || {
+        args.maximum_record_age_in_seconds = settings
+            .maximum_record_age
+            .map_or(-1, |age| i64::try_from(age.as_secs()).unwrap_or(i64::MAX));
+    });
+    take("bisect_batch_on_function_error", &mut || {
+        args.bisect_batch_on_function_error = settings.bisect_batch_on_function_error;
+    });
+    take("no_report_batch_item_failures", &mut || {
+        args.no_report_batch_item_failures = !settings.report_batch_item_failures;
+    });
+    take("topics", &mut || args.topics = mapping.topics.clone());
+    if let Some(group) = &mapping.consumer_group_id {
+        take("consumer_group_id", &mut || {
+            args.consumer_group_id = group.clone()
+        });
+    }
+    take("starting_position", &mut || {
+        args.starting_position = mapping.starting_position.clone();
+    });
+    if mapping.starting_position == "AT_TIMESTAMP" {
+        take("starting_position_timestamp", &mut || {
+            args.starting_position_timestamp = mapping.starting_position_timestamp;
+        });
+    }
+    if !kept.is_empty() {
+        eprintln!(
+            "esm-local: given on the command line, and kept: {}",
+            kept.join(", ")
+        );
+    }
+    if let Some((kind, destination)) = &mapping.on_failure {
+        if args.on_failure_file.is_none() && args.on_failure_sqs.is_none() {
+            let stand_in = PathBuf::from("esm-on-failure.jsonl");
+            eprintln!(
+                "esm-local: the on-failure destination is {kind} ({destination}); locally, S3-form documents with their payload go to {} (--on-failure-file to choose)",
+                stand_in.display()
+            );
+            args.on_failure_file = Some(stand_in);
+        }
+    }
+    if !mapping.filters.is_empty() {
+        eprintln!("esm-local: FilterCriteria is not emulated: every record reaches the function");
+    }
+    if let Some((_, max)) = mapping.pollers {
+        if max > 1 {
+            eprintln!(
+                "esm-local: one poller (the template allows up to {max}): invocations are sequential"
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn run_mapping(args: RunArgs) -> Result<(), Error> {

@@ -269,3 +269,56 @@ fn each_dangerous_mistake_is_caught() {
         );
     }
 }
+
+/// `esm-local run --template template.yaml` runs what `sam deploy` deploys: the settings it
+/// reads from this template are the ones the template sets.
+#[test]
+fn esm_local_reads_the_mapping_this_template_deploys() {
+    use std::time::Duration;
+
+    let mapping = esm_local::template::read(TEMPLATE, None, None, &[]).unwrap();
+    assert_eq!(mapping.name, "EnricherFunction.Orders");
+    let settings = &mapping.settings;
+    assert_eq!(settings.batch_size, 500);
+    assert_eq!(settings.batching_window, Duration::from_secs(1));
+    assert_eq!(settings.maximum_retry_attempts, Some(10));
+    assert_eq!(
+        settings.maximum_record_age,
+        Some(Duration::from_secs(86_400))
+    );
+    assert!(!settings.bisect_batch_on_function_error);
+    assert!(settings.report_batch_item_failures);
+    assert_eq!(mapping.topics, ["orders"]);
+    assert_eq!(
+        mapping.consumer_group_id.as_deref(),
+        Some("msk-order-enricher")
+    );
+    assert_eq!(mapping.starting_position, "TRIM_HORIZON");
+    assert_eq!(mapping.pollers, Some((1, 4)));
+    assert_eq!(mapping.filters, Vec::<String>::new());
+    assert_eq!(
+        mapping.on_failure,
+        Some(("S3".to_owned(), "resource OnFailureBucket".to_owned()))
+    );
+
+    // The dev environment of samconfig.toml, as `sam deploy --config-env dev` would deploy it.
+    let samconfig = include_str!("../../samconfig.toml");
+    let dev = esm_local::template::read(TEMPLATE, None, Some((samconfig, "dev")), &[]).unwrap();
+    assert_eq!(dev.settings.batch_size, 100);
+    assert_eq!(dev.pollers, Some((1, 2)));
+    assert_eq!(
+        dev.consumer_group_id.as_deref(),
+        Some("msk-order-enricher-dev")
+    );
+    let sqs = esm_local::template::read(
+        TEMPLATE,
+        None,
+        None,
+        &[("OnFailureDestination".to_owned(), "SQS".to_owned())],
+    )
+    .unwrap();
+    assert_eq!(
+        sqs.on_failure,
+        Some(("SQS".to_owned(), "resource OnFailureQueue".to_owned()))
+    );
+}
