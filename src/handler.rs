@@ -119,7 +119,9 @@ pub async fn process(
     plan.log_records_set_aside();
 
     let (io, failure) = if plan.has_writes() {
-        let (io, result) = writer::enrich_and_write(app, &plan, deadline).await;
+        // Boxed: the database work is a deep future (retries, spans, the transaction), and
+        // nesting it inline in the runtime's future overflows rustc's layout query depth.
+        let (io, result) = Box::pin(writer::enrich_and_write(app, &plan, deadline)).await;
         (io, result.err())
     } else {
         (writer::IoStats::default(), None)
