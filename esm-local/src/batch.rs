@@ -356,6 +356,14 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// The offset of the first record waiting in `partition`.
+    pub fn first_offset(&self, partition: &TopicPartition) -> Option<i64> {
+        self.partitions
+            .get(partition)?
+            .front()
+            .map(|record| record.offset)
+    }
+
     /// Adds a record after the others of its partition.
     pub fn push(&mut self, record: Record) {
         self.partitions

@@ -9,6 +9,7 @@
 //! The flow, one module a step:
 //! - [`file_topic`], `kafka` (feature `kafka`): sources of [`batch::SourceRecord`]s;
 //!   [`partitioner`]: Kafka's default partitioner for file topics.
+//! - [`filter`]: `FilterCriteria`, records that never reach the function.
 //! - [`batch`] (pure): records, batches, the event JSON and the 6 MB cap.
 //! - [`function`]: the function, spawned against [`runtime_api`] or reached over HTTP.
 //! - [`rules`] (pure): what an answer means and what follows it.
@@ -21,6 +22,7 @@ pub mod batch;
 pub mod clock;
 pub mod destination;
 pub mod file_topic;
+pub mod filter;
 pub mod function;
 #[cfg(feature = "kafka")]
 pub mod kafka;

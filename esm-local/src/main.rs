@@ -225,6 +225,10 @@ struct RunArgs {
     /// librdkafka properties for the broker, e.g. `-X security.protocol=SSL`.
     #[arg(short = 'X', long = "kafka-property", value_name = "KEY=VALUE")]
     properties: Vec<String>,
+    /// `FilterCriteria`: a pattern on the record's value, e.g. `{"value": {"Region": ["East"]}}`;
+    /// repeat for several (a record matching any is delivered).
+    #[arg(long = "filter", value_name = "PATTERN")]
+    filters: Vec<String>,
     /// Send `SelfManagedKafka` events (no ARN) instead of MSK ones.
     #[arg(long)]
     self_managed: bool,
@@ -604,6 +608,7 @@ fn apply_template(args: &mut RunArgs, matches: &ArgMatches) -> Result<(), Error>
             args.starting_position_timestamp = mapping.starting_position_timestamp;
         });
     }
+    take("filters", &mut || args.filters = mapping.filters.clone());
     if !kept.is_empty() {
         eprintln!(
             "esm-local: given on the command line, and kept: {}",
@@ -619,9 +624,6 @@ fn apply_template(args: &mut RunArgs, matches: &ArgMatches) -> Result<(), Error>
             );
             args.on_failure_file = Some(stand_in);
         }
-    }
-    if !mapping.filters.is_empty() {
-        eprintln!("esm-local: FilterCriteria is not emulated: every record reaches the function");
     }
     if let Some((_, max)) = mapping.pollers {
         if max > 1 {
@@ -659,6 +661,7 @@ async fn run_mapping(args: RunArgs) -> Result<(), Error> {
     let mut options = RunOptions::new(settings, event_source);
     options.timeout = Duration::from_secs(args.function.timeout_secs);
     options.follow = args.follow;
+    options.filters = args.filters.clone();
     options.progress = !args.no_progress && std::io::stderr().is_terminal();
     let stop = stop_on_signal();
     let result = runner::run(&options, &mut source, &mut function, &destination, stop).await;

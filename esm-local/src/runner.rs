@@ -14,6 +14,7 @@ use crate::batch::{Batch, Cut, EventSource, Pending, Record, SourceRecord, Topic
 use crate::clock::{millis, now_ms};
 use crate::destination::Destination;
 use crate::file_topic::FileTopic;
+use crate::filter::Filter;
 use crate::function::Function;
 use crate::rules::{
     decide, judge, on_failure_record, Attempt, Condition, Discarded, FailureContext, Invocation,
@@ -110,6 +111,8 @@ pub struct RunOptions {
     pub max_backoff: Duration,
     /// Draw a progress bar.
     pub progress: bool,
+    /// `FilterCriteria` patterns: records matching none are committed undelivered.
+    pub filters: Vec<String>,
 }
 
 impl RunOptions {
@@ -123,6 +126,7 @@ impl RunOptions {
             backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(5),
             progress: false,
+            filters: Vec::new(),
         }
     }
 }
@@ -146,6 +150,8 @@ pub struct Summary {
     pub on_failure_batches: u64,
     /// Records given up on.
     pub on_failure_records: u64,
+    /// Records that matched no filter: committed, never delivered.
+    pub filtered: u64,
     /// Times the function process was started.
     pub function_starts: u32,
     /// Per partition: where reading started, what is committed, and the end of the partition.
@@ -178,6 +184,15 @@ impl Summary {
             let _ = writeln!(text, "  {label:<24}{value}");
         };
         line("records delivered", self.records_delivered.to_string());
+        if self.filtered > 0 {
+            line(
+                "filtered out",
+                format!(
+                    "{} (matched no filter; committed, not delivered)",
+                    self.filtered
+                ),
+            );
+        }
         line("invocations", self.invocations.to_string());
         line(
             "retries",
@@ -227,6 +242,10 @@ struct Run<'a> {
     delivered_to: BTreeMap<TopicPartition, i64>,
     bar: ProgressBar,
     request_ids: u64,
+    filter: Filter,
+    /// Per partition, the offset after its last filtered-out record, to commit once nothing
+    /// before it is waiting.
+    filtered_to: BTreeMap<TopicPartition, i64>,
 }
 
 impl Run<'_> {
@@ -257,6 +276,25 @@ impl Run<'_> {
         }
         self.refresh_bar();
         Ok(())
+    }
+
+    /// Commits past filtered-out records of partitions that have nothing waiting before them
+    /// (this runs between invocations, so no batch of them is in flight).
+    fn commit_filtered(&mut self, pending: &Pending) -> Result<(), Error> {
+        let ready: BTreeMap<TopicPartition, i64> = self
+            .filtered_to
+            .iter()
+            .filter(|(partition, to)| {
+                pending
+                    .first_offset(partition)
+                    .is_none_or(|first| first >= **to)
+            })
+            .map(|(partition, to)| (partition.clone(), *to))
+            .collect();
+        for partition in ready.keys() {
+            self.filtered_to.remove(partition);
+        }
+        self.commit(&ready)
     }
 
     fn refresh_ends(&mut self) -> Result<(), Error> {
@@ -342,6 +380,7 @@ impl Run<'_> {
             .then(|| Instant::now().checked_sub(settings.batching_window))
             .flatten();
         loop {
+            self.commit_filtered(pending)?;
             if stop.load(Ordering::Relaxed) {
                 return Ok(None);
             }
@@ -385,8 +424,17 @@ impl Run<'_> {
                 window_opened = Some(Instant::now());
             }
             for record in &records {
-                pending.push(Record::new(record));
+                if self.filter.keeps(record) {
+                    pending.push(Record::new(record));
+                } else {
+                    self.summary.filtered += 1;
+                    self.filtered_to.insert(
+                        TopicPartition::new(record.topic.clone(), record.partition),
+                        record.offset + 1,
+                    );
+                }
             }
+            self.commit_filtered(pending)?;
         }
     }
 
@@ -516,6 +564,8 @@ pub async fn run(
         delivered_to: BTreeMap::new(),
         bar,
         request_ids: 0,
+        filter: Filter::new(&options.filters)?,
+        filtered_to: BTreeMap::new(),
     };
     run.refresh_ends()?;
     let mut pending = Pending::default();

@@ -28,6 +28,17 @@ async fn run_probe(
     on_failure: &Path,
     log: &Path,
 ) -> esm_local::runner::Summary {
+    run_probe_filtered(lines, partitions, settings, on_failure, log, &[]).await
+}
+
+async fn run_probe_filtered(
+    lines: &str,
+    partitions: i32,
+    settings: Settings,
+    on_failure: &Path,
+    log: &Path,
+    filters: &[&str],
+) -> esm_local::runner::Summary {
     let mut topic = Source::File(FileTopic::from_lines(
         "demo",
         partitions,
@@ -50,6 +61,7 @@ async fn run_probe(
     );
     options.timeout = Duration::from_secs(10);
     options.backoff = Duration::from_millis(50);
+    options.filters = filters.iter().map(|f| f.to_string()).collect();
     let destination = Destination::File(on_failure.to_path_buf());
     let summary = run(
         &options,
@@ -165,4 +177,40 @@ async fn partitions_without_a_failure_are_committed_and_never_redelivered() {
     assert_eq!(summary.invocations, 1);
     assert_eq!(summary.on_failure_records, 2, "demo-0 offsets 1 and 2");
     assert_eq!(summary.duplicates_redelivered, 0);
+}
+
+#[tokio::test]
+async fn records_matching_no_filter_never_reach_the_function_and_are_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (on_failure, log) = (
+        dir.path().join("on-failure.jsonl"),
+        dir.path().join("probe.log"),
+    );
+    let lines = "{\"k\":\"keep\",\"n\":1}\n{\"k\":\"drop\",\"n\":2}\n{\"k\":\"keep\",\"n\":3}\n{\"k\":\"drop\",\"n\":4}\n";
+    let summary = run_probe_filtered(
+        lines,
+        1,
+        Settings {
+            batch_size: 10,
+            batching_window: Duration::ZERO,
+            ..Settings::default()
+        },
+        &on_failure,
+        &log,
+        &[r#"{"value": {"k": ["keep"]}}"#],
+    )
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "demo-0 0 {\"k\":\"keep\",\"n\":1}\ndemo-0 2 {\"k\":\"keep\",\"n\":3}\n"
+    );
+    assert_eq!(summary.filtered, 2);
+    assert_eq!(summary.records_delivered, 2);
+    assert_eq!(summary.invocations, 1);
+    // The consumer group commits past the filtered records, the last one included.
+    let progress = summary.partitions.values().next().unwrap();
+    assert_eq!(
+        (progress.committed, progress.end, progress.lag()),
+        (4, 4, 0)
+    );
 }
