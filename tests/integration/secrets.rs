@@ -39,7 +39,14 @@ async fn create_secret(name: &str, value: &str) -> String {
     output.arn().unwrap().to_owned()
 }
 
-fn start_function(api: &RuntimeApi, arn: &str) -> Child {
+/// The function's process, its output read as it comes: a pipe nobody reads fills up at 64 KB
+/// and then blocks the function's logging, and with it the function.
+struct Running {
+    child: Child,
+    output: tokio::task::JoinHandle<String>,
+}
+
+fn start_function(api: &RuntimeApi, arn: &str) -> Running {
     let mut command = api.function_command(Path::new(FUNCTION));
     command
         .env_remove("DATABASE_URL")
@@ -52,28 +59,23 @@ fn start_function(api: &RuntimeApi, arn: &str) -> Child {
     for (name, value) in crate::moto::function_env() {
         command.env(name, value);
     }
-    command.spawn().unwrap()
+    let mut child = command.spawn().unwrap();
+    let (mut stdout, mut stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let output = tokio::spawn(async move {
+        let (mut out, mut err) = (String::new(), String::new());
+        let _ = tokio::join!(
+            stdout.read_to_string(&mut out),
+            stderr.read_to_string(&mut err)
+        );
+        out + &err
+    });
+    Running { child, output }
 }
 
 /// Everything the function printed, once it has been stopped.
-async fn output(mut child: Child) -> String {
-    let _ = child.kill().await;
-    let mut text = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut text)
-        .await
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut text)
-        .await
-        .unwrap();
-    text
+async fn output(mut running: Running) -> String {
+    let _ = running.child.kill().await;
+    running.output.await.unwrap()
 }
 
 /// Drops the function's sessions, as when its connections are recycled: the next one must log in.
@@ -189,7 +191,7 @@ async fn init_error_for(arn: &str) -> (bool, serde_json::Value) {
         .unwrap();
     let api = RuntimeApi::start().await.unwrap();
     let mut function = start_function(&api, arn);
-    let status = tokio::time::timeout(Duration::from_secs(20), function.wait())
+    let status = tokio::time::timeout(Duration::from_secs(20), function.child.wait())
         .await
         .unwrap()
         .unwrap();
