@@ -5,7 +5,9 @@
 //! It reads each partition in offset order. A record whose value is `fail` is reported in the
 //! partial batch response (and the rest of its partition is left for the redelivery); any other
 //! record is accepted. With `PROBE_LOG` set, every record it accepts is appended to that file as
-//! a `partition-key offset value` line.
+//! a `partition-key offset value` line. With `PROBE_INVOCATIONS` set, each invocation appends
+//! `start_ms end_ms partition-key,...` to that file; `PROBE_SLEEP_MS` makes each invocation
+//! take at least that long (to see pollers overlap).
 //!
 //! Build and run: `cargo build -p esm-local --example probe`, then
 //! `esm-local run --function target/debug/examples/probe --file lines.txt --topic demo`.
@@ -37,6 +39,13 @@ struct Identifier {
 }
 
 async fn handle(event: LambdaEvent<KafkaEvent>) -> Result<Response, Error> {
+    let started = now_ms();
+    if let Some(ms) = std::env::var("PROBE_SLEEP_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
     let mut accepted = Vec::new();
     let mut response = Response::default();
     for (key, records) in &event.payload.records {
@@ -68,7 +77,24 @@ async fn handle(event: LambdaEvent<KafkaEvent>) -> Result<Response, Error> {
             .open(&path)?;
         log.write_all(accepted.concat().as_bytes())?;
     }
+    if let Ok(path) = std::env::var("PROBE_INVOCATIONS") {
+        let partitions: Vec<&str> = event.payload.records.keys().map(String::as_str).collect();
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        // One write per line: several probe processes append to the same file.
+        let line = format!("{started} {} {}\n", now_ms(), partitions.join(","));
+        log.write_all(line.as_bytes())?;
+    }
     Ok(response)
+}
+
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default()
 }
 
 #[tokio::main]

@@ -57,6 +57,8 @@ pub struct FileTopic {
     partitions: Vec<Vec<SourceRecord>>,
     /// Per partition, the next offset not yet handed out by [`FileTopic::poll`].
     read: Vec<usize>,
+    /// The partitions this copy reads (all when `None`): one poller's share.
+    owned: Option<std::collections::BTreeSet<i32>>,
 }
 
 impl FileTopic {
@@ -98,12 +100,29 @@ impl FileTopic {
             topic: topic.to_owned(),
             read: vec![0; records.len()],
             partitions: records,
+            owned: None,
         }
+    }
+
+    /// A copy that reads only `partitions` (one poller's share of the topic).
+    pub fn owning(&self, partitions: &std::collections::BTreeSet<i32>) -> Self {
+        Self {
+            owned: Some(partitions.clone()),
+            ..self.clone()
+        }
+    }
+
+    fn owns(&self, partition: usize) -> bool {
+        let number = i32::try_from(partition).unwrap_or(i32::MAX);
+        self.owned
+            .as_ref()
+            .is_none_or(|owned| owned.contains(&number))
     }
 
     /// The topic's partitions.
     pub fn topic_partitions(&self) -> Vec<TopicPartition> {
         (0..self.partitions.len())
+            .filter(|&p| self.owns(p))
             .map(|p| TopicPartition::new(self.topic.clone(), i32::try_from(p).unwrap_or(i32::MAX)))
             .collect()
     }
@@ -111,7 +130,16 @@ impl FileTopic {
     /// Every record not handed out yet.
     pub fn poll(&mut self) -> Vec<SourceRecord> {
         let mut out = Vec::new();
-        for (records, read) in self.partitions.iter().zip(self.read.iter_mut()) {
+        for (index, (records, read)) in self.partitions.iter().zip(self.read.iter_mut()).enumerate()
+        {
+            let number = i32::try_from(index).unwrap_or(i32::MAX);
+            if self
+                .owned
+                .as_ref()
+                .is_some_and(|owned| !owned.contains(&number))
+            {
+                continue;
+            }
             out.extend_from_slice(&records[*read..]);
             *read = records.len();
         }
@@ -120,13 +148,16 @@ impl FileTopic {
 
     /// The offset after each partition's last record.
     pub fn end_offsets(&self) -> BTreeMap<TopicPartition, i64> {
-        self.topic_partitions()
-            .into_iter()
-            .zip(
-                self.partitions
-                    .iter()
-                    .map(|records| offset_at(records.len())),
-            )
+        self.partitions
+            .iter()
+            .enumerate()
+            .filter(|(p, _)| self.owns(*p))
+            .map(|(p, records)| {
+                (
+                    TopicPartition::new(self.topic.clone(), i32::try_from(p).unwrap_or(i32::MAX)),
+                    offset_at(records.len()),
+                )
+            })
             .collect()
     }
 }

@@ -180,6 +180,23 @@ impl KafkaSource {
         })
     }
 
+    /// Keeps only the partitions `keep` accepts (one poller's share), from where reading
+    /// started.
+    pub fn retain(&mut self, keep: impl Fn(&TopicPartition) -> bool) -> Result<(), Error> {
+        self.partitions.retain(|p| keep(p));
+        self.start.retain(|p, _| keep(p));
+        let mut assignment = TopicPartitionList::new();
+        for (p, offset) in &self.start {
+            assignment
+                .add_partition_offset(&p.topic, p.partition, Offset::Offset(*offset))
+                .map_err(|e| format!("{p}: {e}"))?;
+        }
+        self.consumer
+            .assign(&assignment)
+            .map_err(|e| format!("assigning the partitions: {e}"))?;
+        Ok(())
+    }
+
     /// The partitions read.
     pub fn topic_partitions(&self) -> Vec<TopicPartition> {
         self.partitions.clone()

@@ -266,6 +266,11 @@ struct RunArgs {
     on_failure_sqs: Option<String>,
 
     // --- the run ---
+    /// Pollers (Lambda's provisioned mode): each an execution environment of its own with its
+    /// share of the partitions, invoking concurrently; at most one per partition. From
+    /// --template: its MaximumPollers.
+    #[arg(long, default_value_t = 1)]
+    pollers: usize,
     /// Keep reading after catching up, until Ctrl-C.
     #[arg(long)]
     follow: bool,
@@ -446,6 +451,55 @@ async fn produce(_: String, _: TopicArgs, _: Vec<String>, _: Vec<PathBuf>) -> Re
     Err(NO_KAFKA.into())
 }
 
+/// One source per poller, each with its share of the partitions (partition `i` of the sorted
+/// list goes to poller `i % pollers`); pollers are capped at the partition count, as on AWS.
+async fn open_sources(args: &RunArgs) -> Result<(Vec<Source>, EventSource), Error> {
+    let (first, event_source) = open_source(args).await?;
+    let partitions = match &first {
+        Source::File(topic) => topic.topic_partitions(),
+        #[cfg(feature = "kafka")]
+        Source::Kafka(kafka) => kafka.topic_partitions(),
+        Source::Payload(_) => Vec::new(),
+    };
+    let pollers = args.pollers.clamp(1, partitions.len().max(1));
+    if pollers == 1 {
+        return Ok((vec![first], event_source));
+    }
+    let share = |poller: usize| -> std::collections::BTreeSet<esm_local::batch::TopicPartition> {
+        partitions
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| index % pollers == poller)
+            .map(|(_, p)| p.clone())
+            .collect()
+    };
+    let mut sources = Vec::new();
+    match first {
+        Source::File(topic) => {
+            for poller in 0..pollers {
+                let numbers = share(poller).into_iter().map(|p| p.partition).collect();
+                sources.push(Source::File(topic.owning(&numbers)));
+            }
+        }
+        #[cfg(feature = "kafka")]
+        Source::Kafka(mut kafka) => {
+            let mine = share(0);
+            kafka.retain(|p| mine.contains(p))?;
+            sources.push(Source::Kafka(kafka));
+            for poller in 1..pollers {
+                let (Source::Kafka(mut more), _) = open_source(args).await? else {
+                    return Err("a poller's source is not the broker".into());
+                };
+                let mine = share(poller);
+                more.retain(|p| mine.contains(p))?;
+                sources.push(Source::Kafka(more));
+            }
+        }
+        Source::Payload(_) => return Err("several pollers need a topic".into()),
+    }
+    Ok((sources, event_source))
+}
+
 async fn open_source(args: &RunArgs) -> Result<(Source, EventSource), Error> {
     if let Some(file) = &args.file {
         let topic = args.topics.first().map_or("topic", String::as_str);
@@ -609,6 +663,11 @@ fn apply_template(args: &mut RunArgs, matches: &ArgMatches) -> Result<(), Error>
         });
     }
     take("filters", &mut || args.filters = mapping.filters.clone());
+    if let Some((_, max)) = mapping.pollers {
+        take("pollers", &mut || {
+            args.pollers = usize::try_from(max).unwrap_or(1);
+        });
+    }
     if !kept.is_empty() {
         eprintln!(
             "esm-local: given on the command line, and kept: {}",
@@ -623,13 +682,6 @@ fn apply_template(args: &mut RunArgs, matches: &ArgMatches) -> Result<(), Error>
                 stand_in.display()
             );
             args.on_failure_file = Some(stand_in);
-        }
-    }
-    if let Some((_, max)) = mapping.pollers {
-        if max > 1 {
-            eprintln!(
-                "esm-local: one poller (the template allows up to {max}): invocations are sequential"
-            );
         }
     }
     Ok(())
@@ -656,16 +708,23 @@ async fn run_mapping(args: RunArgs) -> Result<(), Error> {
     };
     settings.validate()?;
     let destination = destination(&args).await?;
-    let (mut source, event_source) = open_source(&args).await?;
-    let mut function = args.function.open().await?;
+    let (mut sources, event_source) = open_sources(&args).await?;
+    let mut functions = Vec::new();
+    for _ in &sources {
+        functions.push(args.function.open().await?);
+    }
     let mut options = RunOptions::new(settings, event_source);
     options.timeout = Duration::from_secs(args.function.timeout_secs);
     options.follow = args.follow;
     options.filters = args.filters.clone();
-    options.progress = !args.no_progress && std::io::stderr().is_terminal();
+    // One bar per poller would garble the terminal: with several, lines only.
+    options.progress = sources.len() == 1 && !args.no_progress && std::io::stderr().is_terminal();
     let stop = stop_on_signal();
-    let result = runner::run(&options, &mut source, &mut function, &destination, stop).await;
-    function.stop().await;
+    let result =
+        runner::run_pollers(&options, &mut sources, &mut functions, &destination, stop).await;
+    for function in &mut functions {
+        function.stop().await;
+    }
     let summary = result?;
     print!("{}", summary.render(&destination));
     Ok(())

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -113,6 +113,31 @@ pub struct RunOptions {
     pub progress: bool,
     /// `FilterCriteria` patterns: records matching none are committed undelivered.
     pub filters: Vec<String>,
+    /// Invocations in flight across the pollers of one mapping.
+    pub concurrency: Arc<Concurrency>,
+}
+
+/// Invocations in flight now, and the most seen at once.
+#[derive(Debug, Default)]
+pub struct Concurrency {
+    in_flight: AtomicU64,
+    most: AtomicU64,
+}
+
+impl Concurrency {
+    fn start(&self) {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+    }
+
+    fn end(&self) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// The most invocations that were in flight at once.
+    pub fn most(&self) -> u64 {
+        self.most.load(Ordering::SeqCst)
+    }
 }
 
 impl RunOptions {
@@ -127,6 +152,7 @@ impl RunOptions {
             max_backoff: Duration::from_secs(5),
             progress: false,
             filters: Vec::new(),
+            concurrency: Arc::new(Concurrency::default()),
         }
     }
 }
@@ -152,6 +178,10 @@ pub struct Summary {
     pub on_failure_records: u64,
     /// Records that matched no filter: committed, never delivered.
     pub filtered: u64,
+    /// Pollers that ran, and the most invocations in flight at once.
+    pub pollers: u64,
+    /// See `pollers`.
+    pub concurrency_reached: u64,
     /// Times the function process was started.
     pub function_starts: u32,
     /// Per partition: where reading started, what is committed, and the end of the partition.
@@ -177,6 +207,22 @@ impl PartitionProgress {
 }
 
 impl Summary {
+    /// Adds another poller's summary to this one.
+    fn absorb(&mut self, other: Summary) {
+        self.records_delivered += other.records_delivered;
+        self.invocations += other.invocations;
+        self.retries += other.retries;
+        self.duplicates_redelivered += other.duplicates_redelivered;
+        self.partial_failures += other.partial_failures;
+        self.batch_failures += other.batch_failures;
+        self.on_failure_batches += other.on_failure_batches;
+        self.on_failure_records += other.on_failure_records;
+        self.filtered += other.filtered;
+        self.function_starts += other.function_starts;
+        self.pollers += other.pollers;
+        self.partitions.extend(other.partitions);
+    }
+
     /// The summary as the run prints it.
     pub fn render(&self, destination: &Destination) -> String {
         let mut text = String::new();
@@ -215,6 +261,13 @@ impl Summary {
             ),
         );
         line("function starts", self.function_starts.to_string());
+        line(
+            "pollers",
+            format!(
+                "{} (at most {} invocations at once)",
+                self.pollers, self.concurrency_reached
+            ),
+        );
         let mut text = format!("esm-local summary\n{text}  final lag per partition\n");
         for (partition, progress) in &self.partitions {
             let _ = writeln!(
@@ -480,7 +533,10 @@ impl Run<'_> {
         attempt.invocations += 1;
         self.summary.invocations += 1;
         let event = attempt.batch.event_json(&self.options.event_source);
-        let invocation = self.function.invoke(event, self.options.timeout).await?;
+        self.options.concurrency.start();
+        let invocation = self.function.invoke(event, self.options.timeout).await;
+        self.options.concurrency.end();
+        let invocation = invocation?;
         self.summary.function_starts = self.function.starts();
         let verdict = judge(&attempt.batch, &invocation, &self.options.settings);
         match &verdict {
@@ -596,5 +652,32 @@ pub async fn run(
     run.refresh_ends()?;
     run.bar.finish_and_clear();
     run.summary.function_starts = run.function.starts();
+    run.summary.pollers = 1;
+    run.summary.concurrency_reached = options.concurrency.most();
     Ok(run.summary)
+}
+
+/// Runs one mapping with several pollers, as Lambda's provisioned mode does: each poller has
+/// its own share of the partitions (`sources[i]`) and its own execution environment
+/// (`functions[i]`), and they invoke concurrently. A partition belongs to one poller, so no two
+/// invocations in flight ever hold the same partition, and each partition keeps its order.
+/// (Lambda also rebalances partitions as it scales pollers between its minimum and maximum;
+/// here the share is fixed for the run.)
+pub async fn run_pollers(
+    options: &RunOptions,
+    sources: &mut [Source],
+    functions: &mut [Function],
+    destination: &Destination,
+    stop: Arc<AtomicBool>,
+) -> Result<Summary, Error> {
+    let runs = sources
+        .iter_mut()
+        .zip(functions.iter_mut())
+        .map(|(source, function)| run(options, source, function, destination, stop.clone()));
+    let mut total = Summary::default();
+    for summary in futures::future::join_all(runs).await {
+        total.absorb(summary?);
+    }
+    total.concurrency_reached = options.concurrency.most();
+    Ok(total)
 }

@@ -214,3 +214,109 @@ async fn records_matching_no_filter_never_reach_the_function_and_are_committed()
         (4, 4, 0)
     );
 }
+
+/// Four pollers over a four-partition topic: invocations overlap, but never two at once on
+/// the same partition, and each partition is delivered in offset order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pollers_invoke_concurrently_and_never_share_a_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, invocations) = (
+        dir.path().join("probe.log"),
+        dir.path().join("invocations.log"),
+    );
+    let lines: String = (0..40).map(|n| format!("r{n}\n")).collect();
+    let topic = FileTopic::from_lines(
+        "demo",
+        4,
+        &LineFormat::Values { key_field: None },
+        &lines,
+        esm_local::clock::now_ms(),
+    );
+    let mut sources: Vec<Source> = (0..4)
+        .map(|poller| Source::File(topic.owning(&std::collections::BTreeSet::from([poller]))))
+        .collect();
+    let mut functions = Vec::new();
+    for _ in 0..4 {
+        functions.push(
+            Function::spawn_with_env(
+                probe(),
+                vec![
+                    ("PROBE_LOG".into(), log.display().to_string()),
+                    (
+                        "PROBE_INVOCATIONS".into(),
+                        invocations.display().to_string(),
+                    ),
+                    ("PROBE_SLEEP_MS".into(), "40".into()),
+                ],
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    let mut options = RunOptions::new(
+        Settings {
+            batch_size: 2,
+            batching_window: Duration::ZERO,
+            ..Settings::default()
+        },
+        EventSource {
+            event_source_arn: None,
+            bootstrap_servers: "localhost:9092".into(),
+        },
+    );
+    options.timeout = Duration::from_secs(10);
+    let summary = esm_local::runner::run_pollers(
+        &options,
+        &mut sources,
+        &mut functions,
+        &Destination::None,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await
+    .unwrap();
+    for function in &mut functions {
+        function.stop().await;
+    }
+
+    assert_eq!(summary.pollers, 4);
+    assert_eq!(summary.records_delivered, 40);
+    assert_eq!(summary.invocations, 20, "five batches of two per partition");
+    assert!(summary.concurrency_reached > 1, "{summary:?}");
+    assert!(summary.partitions.values().all(|p| p.lag() == 0));
+
+    // Invocations that overlap in time hold different partitions.
+    let spans: Vec<(u128, u128, String)> = std::fs::read_to_string(&invocations)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut fields = line.split(' ');
+            let start = fields.next().unwrap().parse().unwrap();
+            let end = fields.next().unwrap().parse().unwrap();
+            (start, end, fields.next().unwrap().to_owned())
+        })
+        .collect();
+    assert_eq!(spans.len(), 20);
+    for (i, a) in spans.iter().enumerate() {
+        for b in &spans[i + 1..] {
+            let overlap = a.0 < b.1 && b.0 < a.1;
+            assert!(
+                !(overlap && a.2 == b.2),
+                "{a:?} and {b:?} overlap on one partition"
+            );
+        }
+    }
+    assert!(
+        spans.iter().all(|s| !s.2.contains(',')),
+        "one partition per poller, so per batch"
+    );
+    // Each partition's records arrived in offset order.
+    let accepted = std::fs::read_to_string(&log).unwrap();
+    for partition in 0..4 {
+        let offsets: Vec<i64> = accepted
+            .lines()
+            .filter(|line| line.starts_with(&format!("demo-{partition} ")))
+            .map(|line| line.split(' ').nth(1).unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(offsets, (0..10).collect::<Vec<i64>>(), "demo-{partition}");
+    }
+}
