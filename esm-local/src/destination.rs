@@ -15,6 +15,9 @@ pub enum Destination {
     None,
     /// A file of S3-form documents, one per line (with `payload`).
     File(PathBuf),
+    /// A `kafka://topic` destination on the source's broker: the S3 form, one record each.
+    #[cfg(feature = "kafka")]
+    Kafka(crate::kafka::FailureTopic),
     /// An SQS queue: the SQS form, metadata only.
     #[cfg(feature = "sqs")]
     Sqs {
@@ -39,7 +42,12 @@ impl Destination {
 
     /// Whether the record should carry the event (`payload`), as Lambda's S3 destination does.
     pub fn wants_payload(&self) -> bool {
-        matches!(self, Self::File(_))
+        match self {
+            Self::File(_) => true,
+            #[cfg(feature = "kafka")]
+            Self::Kafka(_) => true,
+            _ => false,
+        }
     }
 
     /// The destination in words, for the run's output.
@@ -47,6 +55,8 @@ impl Destination {
         match self {
             Self::None => "none (records given up on are dropped)".into(),
             Self::File(path) => format!("file {}", path.display()),
+            #[cfg(feature = "kafka")]
+            Self::Kafka(topic) => format!("Kafka topic {}", topic.topic()),
             #[cfg(feature = "sqs")]
             Self::Sqs { queue_url, .. } => format!("SQS queue {queue_url}"),
         }
@@ -66,6 +76,8 @@ impl Destination {
                     .map_err(|e| format!("writing {}: {e}", path.display()))?;
                 Ok(())
             }
+            #[cfg(feature = "kafka")]
+            Self::Kafka(topic) => topic.send(&record.to_string()).await,
             #[cfg(feature = "sqs")]
             Self::Sqs { client, queue_url } => {
                 client

@@ -331,3 +331,40 @@ pub async fn produce(
     }
     Ok(counts)
 }
+
+/// A `kafka://topic` on-failure destination: on-failure documents produced to a topic of the
+/// same broker, one record each.
+pub struct FailureTopic {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl FailureTopic {
+    /// A producer for `topic` on the broker of `connection`.
+    pub fn new(connection: &Connection, topic: &str) -> Result<Self, Error> {
+        let producer: FutureProducer = connection
+            .config()
+            .set("enable.idempotence", "true")
+            .create()
+            .map_err(|e| format!("creating the Kafka producer for {topic}: {e}"))?;
+        Ok(Self {
+            producer,
+            topic: topic.to_owned(),
+        })
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Produces one document and waits for the broker's acknowledgement.
+    pub async fn send(&self, document: &str) -> Result<(), Error> {
+        let record: FutureRecord<'_, [u8], str> = FutureRecord::to(&self.topic).payload(document);
+        self.producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| format!("producing the on-failure record to {}: {e}", self.topic))?;
+        Ok(())
+    }
+}

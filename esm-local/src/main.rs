@@ -262,8 +262,12 @@ struct RunArgs {
     on_failure_file: Option<PathBuf>,
     /// Send what Lambda would send to an SQS on-failure destination to this queue URL
     /// (AWS_ENDPOINT_URL for moto or LocalStack).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "on_failure_kafka")]
     on_failure_sqs: Option<String>,
+    /// Produce what Lambda would put in a `kafka://TOPIC` on-failure destination (the S3 form,
+    /// with the payload, one record each) to TOPIC on the source's broker.
+    #[arg(long, value_name = "TOPIC", conflicts_with = "on_failure_file")]
+    on_failure_kafka: Option<String>,
 
     // --- the run ---
     /// Pollers (Lambda's provisioned mode): each an execution environment of its own with its
@@ -571,6 +575,19 @@ async fn destination(args: &RunArgs) -> Result<Destination, Error> {
     if let Some(path) = &args.on_failure_file {
         return Ok(Destination::File(path.clone()));
     }
+    if let Some(topic) = &args.on_failure_kafka {
+        let topic = topic.trim_start_matches("kafka://");
+        if args.topics.iter().any(|t| t == topic) {
+            return Err(format!(
+                "Lambda refuses the on-failure destination kafka://{topic}: it is a source topic"
+            )
+            .into());
+        }
+        let Some(bootstrap_servers) = &args.bootstrap_servers else {
+            return Err("--on-failure-kafka needs a broker source (--bootstrap-servers)".into());
+        };
+        return kafka_destination(args, bootstrap_servers, topic);
+    }
     match &args.on_failure_sqs {
         None => Ok(Destination::None),
         #[cfg(feature = "sqs")]
@@ -582,6 +599,24 @@ async fn destination(args: &RunArgs) -> Result<Destination, Error> {
                 .into(),
         ),
     }
+}
+
+#[cfg(feature = "kafka")]
+fn kafka_destination(
+    args: &RunArgs,
+    bootstrap_servers: &str,
+    topic: &str,
+) -> Result<Destination, Error> {
+    let connection = connection(bootstrap_servers, &args.properties)?;
+    Ok(Destination::Kafka(esm_local::kafka::FailureTopic::new(
+        &connection,
+        topic,
+    )?))
+}
+
+#[cfg(not(feature = "kafka"))]
+fn kafka_destination(_: &RunArgs, _: &str, _: &str) -> Result<Destination, Error> {
+    Err(NO_KAFKA.into())
 }
 
 /// Takes the mapping's settings from `--template` for every flag not given on the command line,
@@ -675,7 +710,15 @@ fn apply_template(args: &mut RunArgs, matches: &ArgMatches) -> Result<(), Error>
         );
     }
     if let Some((kind, destination)) = &mapping.on_failure {
-        if args.on_failure_file.is_none() && args.on_failure_sqs.is_none() {
+        let chosen = args.on_failure_file.is_some()
+            || args.on_failure_sqs.is_some()
+            || args.on_failure_kafka.is_some();
+        if kind == "Kafka" && !chosen && args.bootstrap_servers.is_some() {
+            eprintln!(
+                "esm-local: the on-failure destination is {destination}, on the source's broker"
+            );
+            args.on_failure_kafka = Some(destination.clone());
+        } else if !chosen {
             let stand_in = PathBuf::from("esm-on-failure.jsonl");
             eprintln!(
                 "esm-local: the on-failure destination is {kind} ({destination}); locally, S3-form documents with their payload go to {} (--on-failure-file to choose)",

@@ -767,4 +767,55 @@ mod broker_tests {
         assert_eq!(lag(&summary).values().sum::<i64>(), 0);
         assert_committed_at_end(topic, "enricher").await;
     }
+
+    /// A `kafka://` on-failure destination: the given-up batch arrives on that topic of the
+    /// same broker as one record, the on-failure document with its payload.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_kafka_destination_gets_the_given_up_batch_with_its_payload() {
+        let topic = "orders-to-kafka-destination";
+        kafka::ensure_topic(&connection(), topic, 3).await.unwrap();
+        kafka::ensure_topic(&connection(), "orders-failed", 1)
+            .await
+            .unwrap();
+        produce(topic, &stream_lines()).await;
+        let db = fresh_db().await;
+        let mut reading = Source::Kafka(source(topic, "enricher").await);
+        let function = function(&db.url, "report").await;
+        let destination =
+            Destination::Kafka(kafka::FailureTopic::new(&connection(), "orders-failed").unwrap());
+        let summary = run_to_the_end(
+            &options(
+                Settings {
+                    batch_size: 6,
+                    maximum_retry_attempts: Some(0),
+                    ..Settings::default()
+                },
+                &bootstrap_servers(),
+            ),
+            &mut reading,
+            function,
+            &destination,
+        )
+        .await;
+        assert_eq!(summary.on_failure_batches, 1);
+
+        let mut failed = source("orders-failed", "check").await;
+        let mut records = Vec::new();
+        let started = std::time::Instant::now();
+        while records.is_empty() && started.elapsed() < Duration::from_secs(20) {
+            records.extend(failed.poll(Duration::from_millis(200), 10).await.unwrap());
+        }
+        assert_eq!(records.len(), 1, "{records:?}");
+        let document: Value = serde_json::from_slice(records[0].value.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            document["requestContext"]["condition"],
+            "RetryAttemptsExhausted"
+        );
+        let given_up = payload_records(&document);
+        assert!(given_up[0].2.contains("\"SO-903\""), "{given_up:?}");
+        assert_eq!(
+            usize::try_from(summary.on_failure_records).unwrap(),
+            given_up.len()
+        );
+    }
 }
