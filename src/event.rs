@@ -99,6 +99,8 @@ pub struct SourcePosition {
     pub offset: i64,
     /// The record timestamp (epoch milliseconds), `None` when absent or out of PostgreSQL's range.
     pub timestamp_ms: Option<i64>,
+    /// The record carried a timestamp PostgreSQL cannot store: the row keeps a flag instead.
+    pub timestamp_out_of_range: bool,
 }
 
 /// A Kafka header with its value as bytes (`None` for a header without a value).
@@ -137,8 +139,6 @@ pub struct Poison {
 /// A record with its payload decoded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecodedRecord {
-    /// The record carried a timestamp PostgreSQL cannot store; `source.timestamp_ms` is `None`.
-    pub timestamp_out_of_range: bool,
     /// Where it came from.
     pub source: SourcePosition,
     /// What it holds.
@@ -188,16 +188,13 @@ fn decode_record(record: KafkaRecord) -> DecodedRecord {
         partition: record.partition,
         offset: record.offset,
         timestamp_ms,
+        timestamp_out_of_range,
     };
     let payload = match record.value {
         None => Payload::Tombstone,
         Some(value) => decode_payload(record.key, value, record.headers),
     };
-    DecodedRecord {
-        timestamp_out_of_range,
-        source,
-        payload,
-    }
+    DecodedRecord { source, payload }
 }
 
 fn decode_payload(key: Option<String>, value: String, headers: Option<Box<RawValue>>) -> Payload {

@@ -180,7 +180,8 @@ pub fn plan(partitions: Vec<DecodedPartition>, policy: PoisonPolicy) -> Plan {
         let mut records = partition.records.into_iter();
         for record in records.by_ref() {
             plan.counts.received += 1;
-            plan.counts.timestamps_out_of_range += usize::from(record.timestamp_out_of_range);
+            plan.counts.timestamps_out_of_range +=
+                usize::from(record.source.timestamp_out_of_range);
             let offset = record.source.offset;
             match record.payload {
                 Payload::Tombstone => plan.counts.tombstones += 1,
@@ -329,6 +330,7 @@ mod tests {
 
     fn source(topic: &str, partition: i32, offset: i64, timestamp_ms: i64) -> SourcePosition {
         SourcePosition {
+            timestamp_out_of_range: false,
             topic: topic.into(),
             partition,
             offset,
@@ -358,7 +360,6 @@ mod tests {
             records: records
                 .into_iter()
                 .map(|(offset, payload)| DecodedRecord {
-                    timestamp_out_of_range: false,
                     source: source(topic, number, offset, 1000 + offset),
                     payload,
                 })
@@ -639,7 +640,6 @@ mod tests {
                 .iter()
                 .zip(first_offset..)
                 .map(|((no, ts), offset)| DecodedRecord {
-                    timestamp_out_of_range: false,
                     source: source("t", number, i64::try_from(offset).unwrap(), *ts),
                     payload: order(no, "Jones"),
                 })

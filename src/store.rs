@@ -39,11 +39,12 @@ WITH orders AS (
     INSERT INTO enriched_orders AS current (
         order_no, order_date, region, customer, item, units, unit_cost, total,
         customer_found, address, longitude, latitude,
-        source_topic, source_partition, source_offset, source_timestamp, supersede_clock_ms)
+        source_topic, source_partition, source_offset, source_timestamp, supersede_clock_ms,
+        source_timestamp_out_of_range)
     SELECT * FROM UNNEST(
         $1::text[], $2::date[], $3::text[], $4::text[], $5::text[], $6::int4[], $7::numeric[], $8::numeric[],
         $9::bool[], $10::text[], $11::numeric[], $12::numeric[],
-        $13::text[], $14::int4[], $15::int8[], $16::timestamptz[], $26::int8[])
+        $13::text[], $14::int4[], $15::int8[], $16::timestamptz[], $26::int8[], $27::bool[])
     ON CONFLICT (order_no) DO UPDATE SET
         order_date = EXCLUDED.order_date, region = EXCLUDED.region, customer = EXCLUDED.customer,
         item = EXCLUDED.item, units = EXCLUDED.units, unit_cost = EXCLUDED.unit_cost,
@@ -51,6 +52,7 @@ WITH orders AS (
         longitude = EXCLUDED.longitude, latitude = EXCLUDED.latitude,
         source_topic = EXCLUDED.source_topic, source_partition = EXCLUDED.source_partition,
         source_offset = EXCLUDED.source_offset, source_timestamp = EXCLUDED.source_timestamp,
+        source_timestamp_out_of_range = EXCLUDED.source_timestamp_out_of_range,
         supersede_clock_ms = CASE
             WHEN current.source_topic = EXCLUDED.source_topic AND current.source_partition = EXCLUDED.source_partition
                 THEN GREATEST(current.supersede_clock_ms, EXCLUDED.supersede_clock_ms)
@@ -66,12 +68,12 @@ WITH orders AS (
     RETURNING 1
 ), dead AS (
     INSERT INTO dead_letters (
-        source_topic, source_partition, source_offset, source_timestamp, partition_key,
+        source_topic, source_partition, source_offset, source_timestamp, source_timestamp_out_of_range, partition_key,
         reason, raw_key, raw_value, headers)
-    SELECT topic, part, off, ts, pkey, reason, rkey, rvalue, hdrs::jsonb FROM UNNEST(
+    SELECT topic, part, off, ts, bad_ts, pkey, reason, rkey, rvalue, hdrs::jsonb FROM UNNEST(
         $17::text[], $18::int4[], $19::int8[], $20::timestamptz[], $21::text[],
-        $22::text[], $23::bytea[], $24::bytea[], $25::text[])
-        AS d(topic, part, off, ts, pkey, reason, rkey, rvalue, hdrs)
+        $22::text[], $23::bytea[], $24::bytea[], $25::text[], $28::bool[])
+        AS d(topic, part, off, ts, pkey, reason, rkey, rvalue, hdrs, bad_ts)
     ON CONFLICT (source_topic, source_partition, source_offset) DO NOTHING
     RETURNING 1
 )
@@ -98,6 +100,7 @@ struct OrderColumns<'a> {
     offset: Vec<i64>,
     timestamp: Vec<Option<DateTime<Utc>>>,
     clock_ms: Vec<Option<i64>>,
+    timestamp_out_of_range: Vec<bool>,
 }
 
 #[derive(Default)]
@@ -111,6 +114,7 @@ struct DeadLetterColumns<'a> {
     raw_key: Vec<Option<&'a [u8]>>,
     raw_value: Vec<Option<&'a [u8]>>,
     headers: Vec<String>,
+    timestamp_out_of_range: Vec<bool>,
 }
 
 /// Writes the plan's orders and dead letters on `conn` (the invocation's transaction): one
@@ -179,6 +183,8 @@ async fn write_statement(
                 .and_then(DateTime::from_timestamp_millis),
         );
         o.clock_ms.push(planned.clock_ms);
+        o.timestamp_out_of_range
+            .push(planned.source.timestamp_out_of_range);
     }
     let mut d = DeadLetterColumns::default();
     for dead in dead_letters {
@@ -195,6 +201,8 @@ async fn write_statement(
         d.raw_key.push(dead.poison.raw_key.as_deref());
         d.raw_value.push(dead.poison.raw_value.as_deref());
         d.headers.push(headers_json(&dead.poison.headers));
+        d.timestamp_out_of_range
+            .push(dead.source.timestamp_out_of_range);
     }
 
     let row = sqlx::query(WRITE)
@@ -224,6 +232,8 @@ async fn write_statement(
         .bind(d.raw_value)
         .bind(d.headers)
         .bind(o.clock_ms)
+        .bind(o.timestamp_out_of_range)
+        .bind(d.timestamp_out_of_range)
         .fetch_one(conn)
         .await?;
     Ok((

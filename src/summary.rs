@@ -1,6 +1,7 @@
 //! What an invocation did: one value, logged as one line, turned into metrics, asserted on in
 //! tests.
 
+use crate::db_error::ErrorClass;
 use crate::enrich::LookupStats;
 use crate::plan::Counts;
 use crate::store::WriteStats;
@@ -11,7 +12,14 @@ pub enum WriteFailure {
     /// The deadline (minus the margin) came first; the transaction was rolled back.
     Deadline,
     /// The database failed in a way waiting did not cure within the time left.
-    Database(String),
+    Database {
+        /// What kind of failure it was (what was tried about it).
+        class: ErrorClass,
+        /// The server's SQLSTATE, when it sent one.
+        sqlstate: Option<String>,
+        /// The error, with a hint where the cause is usually configuration.
+        message: String,
+    },
     /// `COMMIT` was sent but its answer never came: the batch may or may not be written.
     CommitOutcomeUnknown(String),
 }
@@ -66,7 +74,12 @@ pub fn log_summary(request_id: &str, summary: &Summary) {
     let failure = match &summary.failure {
         None => String::new(),
         Some(WriteFailure::Deadline) => "deadline reached before the write finished".to_owned(),
-        Some(WriteFailure::Database(error)) => format!("database: {error}"),
+        Some(WriteFailure::Database {
+            sqlstate, message, ..
+        }) => match sqlstate {
+            Some(code) => format!("database ({code}): {message}"),
+            None => format!("database: {message}"),
+        },
         Some(WriteFailure::CommitOutcomeUnknown(error)) => format!("commit not confirmed: {error}"),
     };
     let fields = (

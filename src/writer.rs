@@ -108,7 +108,12 @@ pub async fn enrich_and_write(
                     // (PostgreSQL checks a password only when a session starts).
                     Ok(options) => app.set_connect_options(options),
                     Err(refresh) => {
-                        return (stats, Err(WriteFailure::Database(refresh.to_string())))
+                        let failure = WriteFailure::Database {
+                            class: ErrorClass::Authentication,
+                            sqlstate: db_error::sqlstate(&error),
+                            message: refresh.to_string(),
+                        };
+                        return (stats, Err(failure));
                     }
                 }
             }
@@ -300,7 +305,11 @@ fn database_failure(app: &App, error: &sqlx::Error, retries: u32) -> WriteFailur
             app.credentials.describe()
         ));
     }
-    WriteFailure::Database(text)
+    WriteFailure::Database {
+        class: db_error::classify(error),
+        sqlstate: db_error::sqlstate(error),
+        message: text,
+    }
 }
 
 fn describe(error: &sqlx::Error) -> String {

@@ -160,8 +160,8 @@ async fn a_timestamp_the_database_cannot_store_does_not_fail_its_batch() {
     let (response, summary) = process(&app, event).await;
     assert_eq!(reported(&response), vec![], "{:?}", summary.failure);
     assert_eq!(summary.counts.timestamps_out_of_range, 1);
-    let rows: Vec<(String, Option<String>)> = sqlx::query_as(
-        "SELECT order_no, source_timestamp::text FROM enriched_orders ORDER BY order_no",
+    let rows: Vec<(String, Option<String>, bool)> = sqlx::query_as(
+        "SELECT order_no, source_timestamp::text, source_timestamp_out_of_range FROM enriched_orders ORDER BY order_no",
     )
     .fetch_all(&db.pool)
     .await
@@ -169,9 +169,13 @@ async fn a_timestamp_the_database_cannot_store_does_not_fail_its_batch() {
     assert_eq!(
         rows,
         vec![
-            ("SO-T1".into(), Some("2023-11-14 22:13:20+00".into())),
-            ("SO-T2".into(), None),
-            ("SO-T3".into(), Some("2023-11-14 22:13:20.002+00".into())),
+            ("SO-T1".into(), Some("2023-11-14 22:13:20+00".into()), false),
+            ("SO-T2".into(), None, true),
+            (
+                "SO-T3".into(),
+                Some("2023-11-14 22:13:20.002+00".into()),
+                false
+            ),
         ]
     );
 }

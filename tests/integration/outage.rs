@@ -35,7 +35,10 @@ async fn database_stopped_mid_run_reports_each_partition_and_loses_nothing() {
     assert!(
         matches!(
             summary.failure,
-            Some(msk_order_enricher::summary::WriteFailure::Database(_))
+            Some(msk_order_enricher::summary::WriteFailure::Database {
+                class: msk_order_enricher::db_error::ErrorClass::Transient,
+                ..
+            })
         ),
         "{:?}",
         summary.failure

@@ -106,7 +106,7 @@ async fn verify_full_needs_the_right_ca_and_host_name() {
             ],
         )
         .await;
-        let Some(WriteFailure::Database(message)) = failure else {
+        let Some(WriteFailure::Database { message, .. }) = failure else {
             panic!("expected a failure, got {failure:?}")
         };
         assert!(
