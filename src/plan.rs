@@ -152,15 +152,23 @@ pub fn clock_after(
     }
 }
 
+/// Where the plan has an order number so far.
+struct Seen {
+    /// Partitions of the batch with a record of it.
+    partitions: usize,
+    /// The last of them (its position in the batch), and its entry in `Plan::orders`.
+    partition: usize,
+    index: usize,
+}
+
 /// Plans the batch: per partition, in offset order, what to write, dead-letter and report.
 pub fn plan(partitions: Vec<DecodedPartition>, policy: PoisonPolicy) -> Plan {
     let mut plan = Plan::default();
-    // foldhash: order numbers are hashed once per record, and SipHash showed in profiles.
-    // How many partitions of the batch already have a record of each order number.
-    let mut partitions_of_order: foldhash::HashMap<String, usize> = foldhash::HashMap::default();
+    // One lookup per order record (foldhash: SipHash showed in profiles), one key allocation
+    // per order number of the batch.
+    let mut seen: foldhash::HashMap<String, Seen> = foldhash::HashMap::default();
 
-    for partition in partitions {
-        let mut index_in_partition: foldhash::HashMap<String, usize> = foldhash::HashMap::default();
+    for (partition_number, partition) in partitions.into_iter().enumerate() {
         let mut progress = PartitionProgress {
             offsets: partition.records.iter().map(|r| r.source.offset).collect(),
             key: partition.key,
@@ -189,32 +197,46 @@ pub fn plan(partitions: Vec<DecodedPartition>, policy: PoisonPolicy) -> Plan {
                     plan.counts.orders += 1;
                     progress.first_pending.get_or_insert(offset);
                     let clock_ms = record.source.timestamp_ms;
-                    match index_in_partition.get(order.order_no()) {
+                    let index = plan.orders.len();
+                    let round = match seen.get_mut(order.order_no()) {
                         // A later record of the same order in the same partition: it wins,
                         // and the order's clock in this partition never goes back.
-                        Some(&index) => {
+                        Some(earlier) if earlier.partition == partition_number => {
                             plan.counts.superseded += 1;
-                            let earlier = &mut plan.orders[index];
+                            let earlier = &mut plan.orders[earlier.index];
                             earlier.clock_ms = earlier.clock_ms.max(clock_ms);
                             earlier.order = order;
                             earlier.source = record.source;
+                            continue;
+                        }
+                        // Its first record in this partition, after others: another round.
+                        Some(earlier) => {
+                            let round = earlier.partitions;
+                            *earlier = Seen {
+                                partitions: round + 1,
+                                partition: partition_number,
+                                index,
+                            };
+                            round
                         }
                         None => {
-                            let seen = partitions_of_order
-                                .entry(order.order_no().to_owned())
-                                .or_insert(0);
-                            let round = *seen;
-                            *seen += 1;
-                            index_in_partition
-                                .insert(order.order_no().to_owned(), plan.orders.len());
-                            plan.orders.push(PlannedOrder {
-                                order,
-                                source: record.source,
-                                clock_ms,
-                                round,
-                            });
+                            seen.insert(
+                                order.order_no().to_owned(),
+                                Seen {
+                                    partitions: 1,
+                                    partition: partition_number,
+                                    index,
+                                },
+                            );
+                            0
                         }
-                    }
+                    };
+                    plan.orders.push(PlannedOrder {
+                        order,
+                        source: record.source,
+                        clock_ms,
+                        round,
+                    });
                 }
                 Payload::Poison(poison) => match policy {
                     PoisonPolicy::DeadLetter => {
