@@ -623,7 +623,11 @@ mod tests {
                         .collect()
                 })
                 .collect();
-            let expected = greatest_records(&partitions);
+            let expected: BTreeMap<String, (i32, i64)> =
+                xtask::ordering::greatest_records(&partitions)
+                    .into_iter()
+                    .map(|(no, partition, offset)| (no, (partition, offset)))
+                    .collect();
             for _schedule in 0..20 {
                 let mut cursor = [0usize; 3];
                 let mut rows: BTreeMap<String, (SourcePosition, Option<i64>)> = BTreeMap::new();
@@ -693,28 +697,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    /// Per order number, the greatest record under (clock, topic, partition, offset).
-    fn greatest_records(partitions: &[Vec<(String, i64)>]) -> BTreeMap<String, (i32, i64)> {
-        let mut best: BTreeMap<String, (i64, i32, i64)> = BTreeMap::new();
-        for (p, records) in partitions.iter().enumerate() {
-            let mut clocks: BTreeMap<&str, i64> = BTreeMap::new();
-            for (offset, (no, ts)) in records.iter().enumerate() {
-                let clock = clocks.entry(no).or_insert(i64::MIN);
-                *clock = (*clock).max(*ts);
-                let key = (
-                    *clock,
-                    i32::try_from(p).unwrap(),
-                    i64::try_from(offset).unwrap(),
-                );
-                let entry = best.entry(no.clone()).or_insert(key);
-                *entry = (*entry).max(key);
-            }
-        }
-        best.into_iter()
-            .map(|(no, (_, p, o))| (no, (p, o)))
-            .collect()
     }
 
     /// Over many generated batches, both policies and both outcomes: at most one identifier

@@ -354,30 +354,9 @@ async fn the_table_does_not_depend_on_the_order_invocations_commit_in() {
             .unwrap();
             outcomes.push(rows);
         }
-        let expected = greatest_records(&partitions);
+        let expected = xtask::ordering::greatest_records(&partitions);
         for rows in &outcomes {
             assert_eq!(rows, &expected, "scenario {scenario}: {partitions:?}");
         }
     }
-}
-
-/// Per order number, the greatest record under (clock, topic, partition, offset), the clock
-/// being the order's latest timestamp in its partition up to that record.
-fn greatest_records(partitions: &[Vec<(String, i64)>]) -> Vec<(String, i32, i64)> {
-    let mut best: std::collections::BTreeMap<String, (i64, i32, i64)> = Default::default();
-    for (p, records) in partitions.iter().enumerate() {
-        let mut clocks: std::collections::BTreeMap<&str, i64> = Default::default();
-        for (offset, (no, ts)) in records.iter().enumerate() {
-            let clock = clocks.entry(no).or_insert(i64::MIN);
-            *clock = (*clock).max(*ts);
-            let key = (
-                *clock,
-                i32::try_from(p).unwrap(),
-                i64::try_from(offset).unwrap(),
-            );
-            let entry = best.entry(no.clone()).or_insert(key);
-            *entry = (*entry).max(key);
-        }
-    }
-    best.into_iter().map(|(no, (_, p, o))| (no, p, o)).collect()
 }
