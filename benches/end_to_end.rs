@@ -1,7 +1,10 @@
 //! End to end: the release binary driven through a Lambda Runtime API on localhost against a
 //! throwaway PostgreSQL with 500 customers, with 10,000-record batches over 4 partitions
-//! (just under the 6 MB payload cap). In the same run it measures the database floor: the same
-//! rows written by the same statement issued directly, with no function around it.
+//! (just under the 6 MB payload cap). In the same run it measures two floors: the client floor
+//! (the same rows written by the function's own write, issued directly with no function around
+//! it) and the server floor (the same rows already on the server, upserted by one
+//! `INSERT ... SELECT` into a table shaped like `enriched_orders`), each paired with a warm
+//! invocation.
 //!
 //! `cargo bench --bench end_to_end` prints a report and writes it to
 //! target/bench/end-to-end.md. See BENCHMARKS.md.
@@ -18,7 +21,7 @@ use msk_order_enricher::plan::{self, PoisonPolicy};
 use msk_order_enricher::response::BatchResponse;
 use msk_order_enricher::{cache::LocationCache, enrich, store};
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{PgPool, Row};
+use sqlx::{Connection as _, PgPool, Row};
 use tokio::process::Child;
 use xtask::db;
 use xtask::events::{build_event, synthetic_orders};
@@ -27,9 +30,9 @@ use xtask::pg::{PgOptions, PgServer};
 const FUNCTION: &str = env!("CARGO_BIN_EXE_msk-order-enricher");
 const RECORDS: usize = 10_000;
 const CUSTOMERS: usize = 500;
-const RUNS: usize = 5;
+const RUNS: usize = 10;
 
-fn batch(number: usize) -> KafkaEvent {
+fn batch(number: usize) -> KafkaEvent<'static> {
     let first = number * RECORDS;
     let json = build_event(
         "orders",
@@ -38,7 +41,9 @@ fn batch(number: usize) -> KafkaEvent {
         i64::try_from(first).expect("offsets fit i64"),
         1_700_000_000_000 + i64::try_from(first).expect("offsets fit i64"),
     );
-    serde_json::from_str(&json).expect("the rendered event is a Kafka event")
+    serde_json::from_str::<KafkaEvent<'_>>(&json)
+        .expect("the rendered event is a Kafka event")
+        .into_owned()
 }
 
 struct Function {
@@ -105,7 +110,7 @@ async fn start_function(url: &str, vars: &[(&str, &str)]) -> Function {
 }
 
 /// Wall time of one invocation, as the Runtime API sees it: event delivered to response posted.
-async fn invoke(function: &Function, event: &KafkaEvent) -> Duration {
+async fn invoke(function: &Function, event: &KafkaEvent<'_>) -> Duration {
     let body = serde_json::to_vec(event).expect("event JSON");
     let started = Instant::now();
     let outcome = function
@@ -124,18 +129,20 @@ async fn invoke(function: &Function, event: &KafkaEvent) -> Duration {
     elapsed
 }
 
-/// Statements the function's sessions ran since the last reset, by kind.
-async fn statements(observer: &PgPool) -> Vec<(String, i64)> {
+/// Statements run since the last reset, by kind: calls, and milliseconds the server spent
+/// executing them (`total_exec_time`), rounded to 0.1 ms.
+async fn statements(observer: &PgPool) -> Vec<(String, i64, f64)> {
     sqlx::query(
         "SELECT CASE WHEN query LIKE '%FROM customers%' THEN 'lookup' WHEN query LIKE '%INSERT INTO enriched_orders%' THEN 'write'
-                     ELSE left(regexp_replace(query, '\\s+', ' ', 'g'), 40) END AS kind, sum(calls)::int8
-         FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%' GROUP BY 1 ORDER BY 1",
+                     ELSE left(regexp_replace(query, '\\s+', ' ', 'g'), 40) END AS kind, sum(calls)::int8,
+                round(sum(total_exec_time)::numeric, 1)::float8
+         FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%' AND query NOT LIKE '%floor_%' GROUP BY 1 ORDER BY 1",
     )
     .fetch_all(observer)
     .await
     .expect("pg_stat_statements")
     .iter()
-    .map(|row| (row.get(0), row.get(1)))
+    .map(|row| (row.get(0), row.get(1), row.get(2)))
     .collect()
 }
 
@@ -215,7 +222,24 @@ async fn main() {
     let config =
         Config::from_lookup(|name| (name == "DATABASE_URL").then(|| url.clone())).expect("config");
     let cache = std::sync::Mutex::new(LocationCache::new(config.cache_capacity, config.cache_ttl));
+    // The server floor: the same rows already on the server (copied, untimed, into a staging
+    // table from what the invocation wrote), then one `INSERT ... SELECT` of the function's
+    // upsert text into a table shaped exactly like enriched_orders. Taken right after each
+    // invocation, so that each pair sees the same machine load.
+    sqlx::query("CREATE TABLE floor_stage (LIKE enriched_orders)")
+        .execute(&floor_pool)
+        .await
+        .expect("staging table");
+    sqlx::query("CREATE TABLE floor_target (LIKE enriched_orders INCLUDING ALL)")
+        .execute(&floor_pool)
+        .await
+        .expect("floor table");
+    let server_floor_statement = store::order_upsert(
+        "floor_target",
+        &format!("SELECT {} FROM floor_stage", store::ORDER_COLUMNS),
+    );
     let mut floor_times = Vec::new();
+    let mut server_floor_times = Vec::new();
     let mut warm_times = Vec::new();
     let mut warm_statements = Vec::new();
     let mut warm_breakdowns = Vec::new();
@@ -227,15 +251,56 @@ async fn main() {
                 .await
                 .expect("lookup");
         let started = Instant::now();
-        store::write(&mut floor_conn, &floor_plan, &locations)
+        let mut tx = floor_conn.begin().await.expect("begin");
+        store::write(&mut tx, &floor_plan, &locations)
             .await
             .expect("floor write");
+        tx.commit().await.expect("commit");
         floor_times.push(started.elapsed());
-        drop(floor_conn);
 
         reset_statements(&observer).await;
-        warm_times.push(invoke(&warm, &batch(1 + run)).await);
+        let warm_batch = batch(1 + run);
+        let order_numbers: Vec<String> =
+            plan::plan(event::decode(warm_batch.clone()), PoisonPolicy::DeadLetter)
+                .orders
+                .iter()
+                .map(|planned| planned.order.order_no().to_owned())
+                .collect();
+        warm_times.push(invoke(&warm, &warm_batch).await);
         warm_statements = statements(&observer).await;
+
+        sqlx::query("TRUNCATE floor_stage")
+            .execute(&mut *floor_conn)
+            .await
+            .expect("truncate");
+        let staged = sqlx::query(
+            "INSERT INTO floor_stage SELECT * FROM enriched_orders WHERE order_no = ANY($1)",
+        )
+        .bind(&order_numbers)
+        .execute(&mut *floor_conn)
+        .await
+        .expect("staging");
+        assert_eq!(
+            staged.rows_affected(),
+            RECORDS as u64,
+            "every order of the batch staged"
+        );
+        sqlx::query("ANALYZE floor_stage")
+            .execute(&mut *floor_conn)
+            .await
+            .expect("analyze");
+        let started = Instant::now();
+        let inserted = sqlx::query(sqlx::AssertSqlSafe(server_floor_statement.as_str()))
+            .execute(&mut *floor_conn)
+            .await
+            .expect("server floor");
+        server_floor_times.push(started.elapsed());
+        assert_eq!(
+            inserted.rows_affected(),
+            RECORDS as u64,
+            "every staged order inserted"
+        );
+        drop(floor_conn);
         tokio::time::sleep(Duration::from_millis(20)).await; // let the log line arrive
         warm_breakdowns.push(warm.last_breakdown());
     }
@@ -266,7 +331,21 @@ async fn main() {
     }
 
     let floor = median(floor_times.clone());
+    let server_floor = median(server_floor_times.clone());
     let warm_median = median(warm_times.clone());
+    let ratios = |floors: &[Duration]| -> Vec<f64> {
+        warm_times
+            .iter()
+            .zip(floors)
+            .map(|(warm, floor)| warm.as_secs_f64() / floor.as_secs_f64())
+            .collect()
+    };
+    let median_ratio = |mut values: Vec<f64>| -> f64 {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let server_ratios = ratios(&server_floor_times);
+    let client_ratios = ratios(&floor_times);
     let mut report = String::new();
     let _ = writeln!(report, "# End-to-end benchmark\n");
     let _ = writeln!(
@@ -276,20 +355,26 @@ async fn main() {
     );
     let _ = writeln!(
         report,
-        "| phase | wall time per invocation (ms) | vs floor |"
+        "| phase | wall time per invocation (ms) | vs client floor | vs server floor |"
     );
-    let _ = writeln!(report, "|---|---|---|");
+    let _ = writeln!(report, "|---|---|---|---|");
     let row = |report: &mut String, name: &str, time: Duration| {
         let _ = writeln!(
             report,
-            "| {name} | {:.1} | {:.2}x |",
+            "| {name} | {:.1} | {:.2}x | {:.2}x |",
             ms(time),
-            ms(time) / ms(floor)
+            ms(time) / ms(floor),
+            ms(time) / ms(server_floor)
         );
     };
     row(
         &mut report,
-        "database floor (the write statement alone)",
+        "server floor (the upsert from rows already on the server)",
+        server_floor,
+    );
+    row(
+        &mut report,
+        "client floor (the function's write alone: its statements and COMMIT)",
         floor,
     );
     row(
@@ -308,28 +393,44 @@ async fn main() {
         "replay of a written batch",
         median(replay_times.clone()),
     );
+    let rounded = |values: &[f64]| {
+        values
+            .iter()
+            .map(|v| (v * 100.0).round() / 100.0)
+            .collect::<Vec<_>>()
+    };
     let _ = writeln!(
         report,
-        "\nAll runs (ms): floor {:?}; warm {:?}; cold cache {:?}; replay {:?}\n",
-        floor_times
-            .iter()
-            .map(|d| (ms(*d) * 10.0).round() / 10.0)
-            .collect::<Vec<_>>(),
-        warm_times
-            .iter()
-            .map(|d| (ms(*d) * 10.0).round() / 10.0)
-            .collect::<Vec<_>>(),
-        cold_cache_times
-            .iter()
-            .map(|d| (ms(*d) * 10.0).round() / 10.0)
-            .collect::<Vec<_>>(),
-        replay_times
+        "\nWarm invocation / server floor taken right after it: median of {RUNS} paired ratios **{:.2}x** {:?}",
+        median_ratio(server_ratios.clone()),
+        rounded(&server_ratios)
+    );
+    let _ = writeln!(
+        report,
+        "Warm invocation / client floor taken right before it: median of {RUNS} paired ratios **{:.2}x** {:?}",
+        median_ratio(client_ratios.clone()),
+        rounded(&client_ratios)
+    );
+    let times = |values: &[Duration]| {
+        values
             .iter()
             .map(|d| (ms(*d) * 10.0).round() / 10.0)
             .collect::<Vec<_>>()
+    };
+    let _ = writeln!(
+        report,
+        "\nAll runs (ms): server floor {:?}; client floor {:?}; warm {:?}; cold cache {:?}; replay {:?}\n",
+        times(&server_floor_times),
+        times(&floor_times),
+        times(&warm_times),
+        times(&cold_cache_times),
+        times(&replay_times),
     );
     let _ = writeln!(report, "Inside the function, warm invocations (decode_ms, lookup_ms, write_ms, total_ms from its log): {warm_breakdowns:?}\n");
-    let _ = writeln!(report, "Statements per invocation (pg_stat_statements):\n");
+    let _ = writeln!(
+        report,
+        "Statements per invocation (pg_stat_statements: kind, calls, server execution ms):\n"
+    );
     let _ = writeln!(report, "- cold invocation: {cold_statements:?}");
     let _ = writeln!(report, "- warm invocation, warm cache: {warm_statements:?}");
     let _ = writeln!(

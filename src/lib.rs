@@ -12,9 +12,10 @@
 //! 2. [`plan`] (pure): what to write, what to dead-letter, what to report.
 //! 3. [`writer`]: one connection, one transaction bounded by the deadline, transient failures
 //!    ([`db_error`]) waited out inside the invocation; in it, [`enrich`] (customer locations,
-//!    [`location`], through [`cache`], one query for the misses) and [`store`] (one statement
-//!    for the orders and dead letters).
-//! 5. [`response`]: the partial batch response; [`summary`] (the log line) and [`metrics`] (EMF).
+//!    [`location`], through [`cache`], one query for the misses) and [`store`] (the orders
+//!    streamed in by one binary `COPY`, [`pg_copy`], then one upsert; the dead letters in one
+//!    statement).
+//! 4. [`response`]: the partial batch response; [`summary`] (the log line) and [`metrics`] (EMF).
 
 pub mod cache;
 pub mod config;
@@ -27,6 +28,7 @@ pub mod init_error;
 pub mod location;
 pub mod metrics;
 pub mod order;
+pub mod pg_copy;
 pub mod plan;
 pub mod response;
 pub mod startup;

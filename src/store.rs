@@ -12,13 +12,14 @@
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use chrono::{DateTime, NaiveDate, Utc};
-use rust_decimal::Decimal;
+use chrono::{DateTime, Utc};
 use serde_json::json;
-use sqlx::{PgConnection, Row};
+use sqlx::error::BoxDynError;
+use sqlx::{PgConnection, PgTransaction, Row};
 
 use crate::event::Header;
-use crate::location::Locations;
+use crate::location::{Location, Locations};
+use crate::pg_copy::CopyRows;
 use crate::plan::{DeadLetter, Plan, PlannedOrder};
 
 /// What the write did.
@@ -30,21 +31,24 @@ pub struct WriteStats {
     pub dead_letters_inserted: i64,
     /// Orders written without a location (unknown customer).
     pub customers_not_found: usize,
-    /// Statements sent.
+    /// Statements and `COPY`s sent.
     pub round_trips: usize,
 }
 
-const WRITE: &str = r#"
-WITH orders AS (
-    INSERT INTO enriched_orders AS current (
-        order_no, order_date, region, customer, item, units, unit_cost, total,
-        customer_found, address, longitude, latitude,
-        source_topic, source_partition, source_offset, source_timestamp, supersede_clock_ms,
-        source_timestamp_out_of_range)
-    SELECT * FROM UNNEST(
-        $1::text[], $2::date[], $3::text[], $4::text[], $5::text[], $6::int4[], $7::numeric[], $8::numeric[],
-        $9::bool[], $10::text[], $11::numeric[], $12::numeric[],
-        $13::text[], $14::int4[], $15::int8[], $16::timestamptz[], $26::int8[], $27::bool[])
+/// The order columns the upsert writes, in the order of the statement's rows.
+pub const ORDER_COLUMNS: &str =
+    "order_no, order_date, region, customer, item, units, unit_cost, total, \
+    customer_found, address, longitude, latitude, \
+    source_topic, source_partition, source_offset, source_timestamp, supersede_clock_ms, \
+    source_timestamp_out_of_range";
+
+/// The idempotent, order-preserving upsert of the rows `rows` yields (in [`ORDER_COLUMNS`]
+/// order) into `target` (`enriched_orders`, or a table created `LIKE` it), returning one row per
+/// order inserted or replaced. The benchmark's server-side floor runs the same text.
+pub fn order_upsert(target: &str, rows: &str) -> String {
+    format!(
+        r#"INSERT INTO {target} AS current ({ORDER_COLUMNS})
+    {rows}
     ON CONFLICT (order_no) DO UPDATE SET
         order_date = EXCLUDED.order_date, region = EXCLUDED.region, customer = EXCLUDED.customer,
         item = EXCLUDED.item, units = EXCLUDED.units, unit_cost = EXCLUDED.unit_cost,
@@ -65,43 +69,60 @@ WITH orders AS (
         ELSE (COALESCE(current.supersede_clock_ms, -9223372036854775808), current.source_topic COLLATE "C", current.source_partition)
            < (COALESCE(EXCLUDED.supersede_clock_ms, -9223372036854775808), EXCLUDED.source_topic COLLATE "C", EXCLUDED.source_partition)
     END
-    RETURNING 1
-), dead AS (
+    RETURNING 1"#
+    )
+}
+
+/// The staging table the orders are copied into: the session's own (`pg_temp`), emptied at
+/// every commit, and emptied at the start of every write too, because an earlier write of the
+/// same transaction (the data-error search runs several in savepoints) may have left rows in
+/// it. `client_min_messages` keeps the "already exists" notice of every later invocation off
+/// the wire. Columns: the round, then [`ORDER_COLUMNS`].
+const PREPARE_STAGING: &str = "SET LOCAL client_min_messages = warning;
+CREATE TEMP TABLE IF NOT EXISTS incoming_orders (
+    round int4 NOT NULL,
+    order_no text NOT NULL, order_date date NOT NULL, region text NOT NULL, customer text NOT NULL,
+    item text NOT NULL, units int4 NOT NULL, unit_cost numeric NOT NULL, total numeric NOT NULL,
+    customer_found bool NOT NULL, address text, longitude numeric, latitude numeric,
+    source_topic text NOT NULL, source_partition int4 NOT NULL, source_offset int8 NOT NULL,
+    source_timestamp timestamptz, supersede_clock_ms int8, source_timestamp_out_of_range bool NOT NULL
+) ON COMMIT DELETE ROWS;
+DELETE FROM pg_temp.incoming_orders";
+
+/// Fields per staged row: the round and the 18 order columns.
+const STAGED_FIELDS: i16 = 19;
+
+const COPY_STAGING: &str = "COPY pg_temp.incoming_orders FROM STDIN (FORMAT binary)";
+
+/// Rows are sent in chunks of about this size, so that the server parses the first while the
+/// later ones are encoded.
+const COPY_CHUNK_BYTES: usize = 256 * 1024;
+
+/// One round's upsert from the staging table. The rows come out in the order they were copied
+/// in (`order_no` within the round): a heap emptied by the last commit is scanned in insertion
+/// order.
+static UPSERT_ROUND: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let orders = order_upsert(
+        "enriched_orders",
+        &format!("SELECT {ORDER_COLUMNS} FROM pg_temp.incoming_orders WHERE round = $1"),
+    );
+    format!("WITH orders AS ({orders}) SELECT count(*) AS orders_changed FROM orders")
+});
+
+const INSERT_DEAD_LETTERS: &str = r#"
+WITH dead AS (
     INSERT INTO dead_letters (
         source_topic, source_partition, source_offset, source_timestamp, source_timestamp_out_of_range, partition_key,
         reason, raw_key, raw_value, headers)
     SELECT topic, part, off, ts, bad_ts, pkey, reason, rkey, rvalue, hdrs::jsonb FROM UNNEST(
-        $17::text[], $18::int4[], $19::int8[], $20::timestamptz[], $21::text[],
-        $22::text[], $23::bytea[], $24::bytea[], $25::text[], $28::bool[])
+        $1::text[], $2::int4[], $3::int8[], $4::timestamptz[], $5::text[],
+        $6::text[], $7::bytea[], $8::bytea[], $9::text[], $10::bool[])
         AS d(topic, part, off, ts, pkey, reason, rkey, rvalue, hdrs, bad_ts)
     ON CONFLICT (source_topic, source_partition, source_offset) DO NOTHING
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM orders) AS orders_changed, (SELECT count(*) FROM dead) AS dead_letters_inserted
+SELECT count(*) AS dead_letters_inserted FROM dead
 "#;
-
-/// Column arrays for the statement's `UNNEST`s.
-#[derive(Default)]
-struct OrderColumns<'a> {
-    order_no: Vec<&'a str>,
-    order_date: Vec<NaiveDate>,
-    region: Vec<&'a str>,
-    customer: Vec<&'a str>,
-    item: Vec<&'a str>,
-    units: Vec<i32>,
-    unit_cost: Vec<Decimal>,
-    total: Vec<Decimal>,
-    customer_found: Vec<bool>,
-    address: Vec<Option<&'a str>>,
-    longitude: Vec<Option<Decimal>>,
-    latitude: Vec<Option<Decimal>>,
-    topic: Vec<&'a str>,
-    partition: Vec<i32>,
-    offset: Vec<i64>,
-    timestamp: Vec<Option<DateTime<Utc>>>,
-    clock_ms: Vec<Option<i64>>,
-    timestamp_out_of_range: Vec<bool>,
-}
 
 #[derive(Default)]
 struct DeadLetterColumns<'a> {
@@ -117,75 +138,121 @@ struct DeadLetterColumns<'a> {
     timestamp_out_of_range: Vec<bool>,
 }
 
-/// Writes the plan's orders and dead letters on `conn` (the invocation's transaction): one
-/// statement per round of [`Plan::rounds`], the dead letters with the first. Rows are bound in
-/// `order_no` order, so that concurrent invocations lock overlapping orders in the same order
-/// and never deadlock.
+/// Writes the plan's orders and dead letters in `tx`, the invocation's transaction (a
+/// transaction is required: the staging table is emptied at every commit). The
+/// orders of every round of [`Plan::rounds`] are streamed into the session's staging table by
+/// one binary `COPY` (the server parses no text and no arrays), then upserted by one statement
+/// per round; the dead letters follow in one statement. Rows are copied in `order_no` order
+/// within a round, so that concurrent invocations lock overlapping orders in the same order and
+/// never deadlock.
 #[tracing::instrument(name = "write", level = "debug", skip_all, fields(orders = plan.orders.len(), dead_letters = plan.dead_letters.len()), err(level = "debug"))]
 pub async fn write(
-    conn: &mut PgConnection,
+    tx: &mut PgTransaction<'_>,
     plan: &Plan,
     locations: &Locations,
 ) -> Result<WriteStats, sqlx::Error> {
+    let conn: &mut PgConnection = tx;
     let mut stats = WriteStats::default();
-    if !plan.has_writes() {
-        return Ok(stats);
+    let rounds = plan.rounds();
+    let round_count = rounds.len();
+    if round_count > 0 {
+        sqlx::raw_sql(PREPARE_STAGING).execute(&mut *conn).await?;
+        stage_orders(&mut *conn, rounds, locations, &mut stats).await?;
+        stats.round_trips += 2;
+        for round in 0..round_count {
+            let changed: i64 = sqlx::query(UPSERT_ROUND.as_str())
+                .bind(round_number(round)?)
+                .fetch_one(&mut *conn)
+                .await?
+                .try_get("orders_changed")?;
+            stats.round_trips += 1;
+            stats.orders_changed += changed;
+        }
     }
-    let mut rounds = plan.rounds();
-    if rounds.is_empty() {
-        rounds.push(Vec::new()); // dead letters only
-    }
-    for (index, mut orders) in rounds.into_iter().enumerate() {
-        orders.sort_unstable_by(|a, b| a.order.order_no().cmp(b.order.order_no()));
-        let dead_letters: &[DeadLetter] = if index == 0 { &plan.dead_letters } else { &[] };
-        let (changed, inserted) =
-            write_statement(&mut *conn, &orders, dead_letters, locations, &mut stats).await?;
+    if !plan.dead_letters.is_empty() {
+        stats.dead_letters_inserted = insert_dead_letters(&mut *conn, &plan.dead_letters).await?;
         stats.round_trips += 1;
-        stats.orders_changed += changed;
-        stats.dead_letters_inserted += inserted;
     }
     Ok(stats)
 }
 
-async fn write_statement(
+fn round_number(round: usize) -> Result<i32, sqlx::Error> {
+    i32::try_from(round).map_err(|error| sqlx::Error::Encode(error.into()))
+}
+
+/// Copies every round's orders, each row with its round number, into the staging table.
+async fn stage_orders(
     conn: &mut PgConnection,
-    orders: &[&PlannedOrder],
-    dead_letters: &[DeadLetter],
+    rounds: Vec<Vec<&PlannedOrder>>,
     locations: &Locations,
     stats: &mut WriteStats,
-) -> Result<(i64, i64), sqlx::Error> {
-    let mut o = OrderColumns::default();
-    for planned in orders {
-        let order = &planned.order;
-        let location = locations.get(order.customer()).and_then(Option::as_ref);
-        if location.is_none() {
-            stats.customers_not_found += 1;
+) -> Result<(), sqlx::Error> {
+    let mut copy = conn.copy_in_raw(COPY_STAGING).await?;
+    let mut rows = CopyRows::new(STAGED_FIELDS);
+    for (round, mut orders) in rounds.into_iter().enumerate() {
+        orders.sort_unstable_by(|a, b| a.order.order_no().cmp(b.order.order_no()));
+        let round = round_number(round)?;
+        for planned in orders {
+            let location = locations
+                .get(planned.order.customer())
+                .and_then(Option::as_ref);
+            if location.is_none() {
+                stats.customers_not_found += 1;
+            }
+            if let Err(error) = encode_order(&mut rows, round, planned, location) {
+                copy.abort(error.to_string()).await?;
+                return Err(sqlx::Error::Encode(error));
+            }
+            if rows.pending() >= COPY_CHUNK_BYTES {
+                copy.send(rows.take_chunk()).await?;
+            }
         }
-        o.order_no.push(order.order_no());
-        o.order_date.push(order.order_date());
-        o.region.push(order.region());
-        o.customer.push(order.customer());
-        o.item.push(order.item());
-        o.units.push(order.units());
-        o.unit_cost.push(order.unit_cost());
-        o.total.push(order.total());
-        o.customer_found.push(location.is_some());
-        o.address.push(location.and_then(|l| l.address.as_deref()));
-        o.longitude.push(location.and_then(|l| l.longitude));
-        o.latitude.push(location.and_then(|l| l.latitude));
-        o.topic.push(&planned.source.topic);
-        o.partition.push(planned.source.partition);
-        o.offset.push(planned.source.offset);
-        o.timestamp.push(
-            planned
-                .source
-                .timestamp_ms
-                .and_then(DateTime::from_timestamp_millis),
-        );
-        o.clock_ms.push(planned.clock_ms);
-        o.timestamp_out_of_range
-            .push(planned.source.timestamp_out_of_range);
     }
+    let last = rows.finish().map_err(sqlx::Error::Encode)?;
+    copy.send(last).await?;
+    copy.finish().await?;
+    Ok(())
+}
+
+fn encode_order(
+    rows: &mut CopyRows,
+    round: i32,
+    planned: &PlannedOrder,
+    location: Option<&Location>,
+) -> Result<(), BoxDynError> {
+    let order = &planned.order;
+    rows.row()?;
+    rows.field(&round)?;
+    rows.field(&order.order_no())?;
+    rows.field(&order.order_date())?;
+    rows.field(&order.region())?;
+    rows.field(&order.customer())?;
+    rows.field(&order.item())?;
+    rows.field(&order.units())?;
+    rows.field(&order.unit_cost())?;
+    rows.field(&order.total())?;
+    rows.field(&location.is_some())?;
+    rows.field(&location.and_then(|l| l.address.as_deref()))?;
+    rows.field(&location.and_then(|l| l.longitude))?;
+    rows.field(&location.and_then(|l| l.latitude))?;
+    rows.field(&&*planned.source.topic)?;
+    rows.field(&planned.source.partition)?;
+    rows.field(&planned.source.offset)?;
+    rows.field(
+        &planned
+            .source
+            .timestamp_ms
+            .and_then(DateTime::from_timestamp_millis),
+    )?;
+    rows.field(&planned.clock_ms)?;
+    rows.field(&planned.source.timestamp_out_of_range)?;
+    Ok(())
+}
+
+async fn insert_dead_letters(
+    conn: &mut PgConnection,
+    dead_letters: &[DeadLetter],
+) -> Result<i64, sqlx::Error> {
     let mut d = DeadLetterColumns::default();
     for dead in dead_letters {
         d.topic.push(&dead.source.topic);
@@ -204,24 +271,7 @@ async fn write_statement(
         d.timestamp_out_of_range
             .push(dead.source.timestamp_out_of_range);
     }
-
-    let row = sqlx::query(WRITE)
-        .bind(o.order_no)
-        .bind(o.order_date)
-        .bind(o.region)
-        .bind(o.customer)
-        .bind(o.item)
-        .bind(o.units)
-        .bind(o.unit_cost)
-        .bind(o.total)
-        .bind(o.customer_found)
-        .bind(o.address)
-        .bind(o.longitude)
-        .bind(o.latitude)
-        .bind(o.topic)
-        .bind(o.partition)
-        .bind(o.offset)
-        .bind(o.timestamp)
+    sqlx::query(INSERT_DEAD_LETTERS)
         .bind(d.topic)
         .bind(d.partition)
         .bind(d.offset)
@@ -231,15 +281,10 @@ async fn write_statement(
         .bind(d.raw_key)
         .bind(d.raw_value)
         .bind(d.headers)
-        .bind(o.clock_ms)
-        .bind(o.timestamp_out_of_range)
         .bind(d.timestamp_out_of_range)
         .fetch_one(conn)
-        .await?;
-    Ok((
-        row.try_get("orders_changed")?,
-        row.try_get("dead_letters_inserted")?,
-    ))
+        .await?
+        .try_get("dead_letters_inserted")
 }
 
 /// PostgreSQL text cannot hold NUL; a reason quoting input must still be storable.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::AssertSqlSafe;
 
-use sqlx::{Connection as _, PgConnection};
+use sqlx::{Connection as _, PgTransaction};
 
 use crate::db_error::{self, ErrorClass};
 use crate::enrich::{self, LookupStats};
@@ -215,7 +215,7 @@ async fn attempt(
 /// probe rolled back), then writes the rest with a dead letter for each refused order, its
 /// value and the database's reason: a data error costs its own records, never the batch.
 async fn write_setting_aside_refused(
-    conn: &mut PgConnection,
+    tx: &mut PgTransaction<'_>,
     plan: &Plan,
     locations: &Locations,
     stats: &mut IoStats,
@@ -227,7 +227,7 @@ async fn write_setting_aside_refused(
             orders: indices.iter().map(|&i| plan.orders[i].clone()).collect(),
             ..Plan::default()
         };
-        let mut savepoint = conn.begin().await?;
+        let mut savepoint = tx.begin().await?;
         let result = store::write(&mut savepoint, &probe, locations).await;
         savepoint.rollback().await?;
         match result {
@@ -276,7 +276,7 @@ async fn write_setting_aside_refused(
             },
         });
     }
-    stats.write = store::write(conn, &kept, locations).await?;
+    stats.write = store::write(tx, &kept, locations).await?;
     Ok(())
 }
 
