@@ -5,22 +5,26 @@
 //! `KafkaRecord` rejects payloads without `headers` (older events omit it) and cannot be
 //! constructed outside its crate.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 use crate::order::Order;
 
-/// One invocation's payload. Unknown fields (schema registry metadata, future additions)
-/// are ignored; `records` is required so that an event of another source (SQS, Kinesis)
-/// sent here by mistake fails loudly instead of succeeding with nothing processed.
+/// One invocation's payload, borrowing its strings from the event's text: the 6 MB of base64
+/// in a full batch are scanned once and never copied. Unknown fields (schema registry metadata,
+/// future additions) are ignored; `records` is required so that an event of another source
+/// (SQS, Kinesis) sent here by mistake fails loudly instead of succeeding with nothing processed.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct KafkaEvent {
+pub struct KafkaEvent<'a> {
     /// `aws:kafka` (MSK) or `SelfManagedKafka`.
     #[serde(default)]
     pub event_source: Option<String>,
@@ -31,15 +35,38 @@ pub struct KafkaEvent {
     #[serde(default)]
     pub bootstrap_servers: Option<String>,
     /// Records by `topic-partition`, each list in offset order.
-    pub records: BTreeMap<String, Vec<KafkaRecord>>,
+    #[serde(borrow)]
+    pub records: BTreeMap<Text<'a>, Vec<KafkaRecord<'a>>>,
+}
+
+impl KafkaEvent<'_> {
+    /// The event with every string copied out of the text it was parsed from.
+    pub fn into_owned(self) -> KafkaEvent<'static> {
+        KafkaEvent {
+            event_source: self.event_source,
+            event_source_arn: self.event_source_arn,
+            bootstrap_servers: self.bootstrap_servers,
+            records: self
+                .records
+                .into_iter()
+                .map(|(key, records)| {
+                    (
+                        key.into_owned(),
+                        records.into_iter().map(KafkaRecord::into_owned).collect(),
+                    )
+                })
+                .collect(),
+        }
+    }
 }
 
 /// One record as the event carries it (base64 key and value).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct KafkaRecord {
+pub struct KafkaRecord<'a> {
     /// The record's topic.
-    pub topic: String,
+    #[serde(borrow)]
+    pub topic: Text<'a>,
     /// The record's partition.
     pub partition: i32,
     /// The record's offset.
@@ -51,16 +78,140 @@ pub struct KafkaRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp_type: Option<String>,
     /// Base64; absent or null for records produced without a key.
-    #[serde(default)]
-    pub key: Option<String>,
+    #[serde(default, borrow)]
+    pub key: Option<Text<'a>>,
     /// Base64; absent or null for a tombstone.
-    #[serde(default)]
-    pub value: Option<String>,
+    #[serde(default, borrow)]
+    pub value: Option<Text<'a>>,
     /// One-entry objects whose values are Java `byte`s (-128..=127); absent in older payloads.
     /// Kept as raw JSON and decoded only for records that are dead-lettered: most records never
     /// need them, and decoding them for every record would cost more than the order itself.
-    #[serde(default)]
-    pub headers: Option<Box<RawValue>>,
+    #[serde(
+        default,
+        borrow,
+        deserialize_with = "raw_json",
+        serialize_with = "raw_json_out"
+    )]
+    pub headers: Option<Cow<'a, RawValue>>,
+}
+
+impl KafkaRecord<'_> {
+    /// The record with every string copied out of the text it was parsed from.
+    pub fn into_owned(self) -> KafkaRecord<'static> {
+        KafkaRecord {
+            topic: self.topic.into_owned(),
+            partition: self.partition,
+            offset: self.offset,
+            timestamp: self.timestamp,
+            timestamp_type: self.timestamp_type,
+            key: self.key.map(Text::into_owned),
+            value: self.value.map(Text::into_owned),
+            headers: self.headers.map(|raw| Cow::Owned(raw.into_owned())),
+        }
+    }
+}
+
+/// A JSON string of the event: borrowed from the event's text, or owned when the JSON spelled
+/// it with escapes (or the event was built in code).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Text<'a>(Cow<'a, str>);
+
+impl Text<'_> {
+    /// The string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The string, owned.
+    pub fn into_owned(self) -> Text<'static> {
+        Text(Cow::Owned(self.0.into_owned()))
+    }
+}
+
+impl PartialEq<str> for Text<'_> {
+    fn eq(&self, other: &str) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for Text<'_> {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::borrow::Borrow<str> for Text<'_> {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Deref for Text<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Text<'static> {
+    fn from(text: String) -> Self {
+        Text(Cow::Owned(text))
+    }
+}
+
+impl<'a> From<&'a str> for Text<'a> {
+    fn from(text: &'a str) -> Self {
+        Text(Cow::Borrowed(text))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(text)))
+            }
+            fn visit_str<E>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(text.to_owned())))
+            }
+            fn visit_string<E>(self, text: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(text)))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+impl Serialize for Text<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+/// Headers as raw JSON, borrowed from the event's text; `null` is no headers.
+fn raw_json<'de: 'a, 'a, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Cow<'a, RawValue>>, D::Error> {
+    let raw = <&'de RawValue>::deserialize(deserializer)?;
+    Ok((raw.get() != "null").then_some(Cow::Borrowed(raw)))
+}
+
+fn raw_json_out<S: Serializer>(
+    raw: &Option<Cow<'_, RawValue>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    raw.as_deref().serialize(serializer)
 }
 
 /// The `records` map key of a partition (`"<topic>-<partition>"`), kept exactly as Lambda sent
@@ -91,8 +242,8 @@ impl fmt::Display for PartitionKey {
 /// to its Kafka record and replays can be recognised.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourcePosition {
-    /// The topic.
-    pub topic: String,
+    /// The topic (one allocation per partition, shared by its records).
+    pub topic: Arc<str>,
     /// The partition.
     pub partition: i32,
     /// The offset.
@@ -116,7 +267,7 @@ pub struct Header {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
     /// A valid order.
-    Order(Box<Order>),
+    Order(Order),
     /// No value: a deletion marker, skipped.
     Tombstone,
     /// A value that is not an order.
@@ -156,7 +307,9 @@ pub struct DecodedPartition {
 
 /// Decodes every record of the event. Never fails: a record that cannot be decoded becomes a
 /// [`Payload::Poison`] with the reason, so one bad record cannot fail the batch.
-pub fn decode(event: KafkaEvent) -> Vec<DecodedPartition> {
+pub fn decode(event: KafkaEvent<'_>) -> Vec<DecodedPartition> {
+    // One buffer for every record's decoded value: an order copies out what it keeps.
+    let mut value_bytes = Vec::new();
     event
         .records
         .into_iter()
@@ -164,9 +317,13 @@ pub fn decode(event: KafkaEvent) -> Vec<DecodedPartition> {
             // Lambda delivers each partition in offset order; sorting costs nothing when that
             // holds and keeps the write order right if it ever does not.
             records.sort_by_key(|record| record.offset);
+            let mut topic: Option<Arc<str>> = None;
             DecodedPartition {
-                key: PartitionKey::new(key),
-                records: records.into_iter().map(decode_record).collect(),
+                key: PartitionKey::new(key.as_str()),
+                records: records
+                    .into_iter()
+                    .map(|record| decode_record(record, &mut topic, &mut value_bytes))
+                    .collect(),
             }
         })
         .collect()
@@ -175,7 +332,11 @@ pub fn decode(event: KafkaEvent) -> Vec<DecodedPartition> {
 /// The epoch milliseconds `timestamptz` can hold: 4714-11-24 BC to 294276-12-31 AD.
 const POSTGRES_TIMESTAMP_MS: std::ops::Range<i64> = -210_866_803_200_000..9_224_318_016_000_000;
 
-fn decode_record(record: KafkaRecord) -> DecodedRecord {
+fn decode_record(
+    record: KafkaRecord<'_>,
+    topic: &mut Option<Arc<str>>,
+    value_bytes: &mut Vec<u8>,
+) -> DecodedRecord {
     // A timestamp the database would refuse would fail the batch's one statement on every
     // delivery: it is kept as unknown instead (and counted), which the ordering rule already
     // handles as the earliest possible time.
@@ -183,63 +344,78 @@ fn decode_record(record: KafkaRecord) -> DecodedRecord {
         .timestamp
         .filter(|ms| POSTGRES_TIMESTAMP_MS.contains(ms));
     let timestamp_out_of_range = record.timestamp.is_some() && timestamp_ms.is_none();
+    let shared_topic = match topic {
+        Some(shared) if **shared == *record.topic => shared.clone(),
+        _ => topic.insert(Arc::from(record.topic.as_str())).clone(),
+    };
     let source = SourcePosition {
-        topic: record.topic,
+        topic: shared_topic,
         partition: record.partition,
         offset: record.offset,
         timestamp_ms,
         timestamp_out_of_range,
     };
-    let payload = match record.value {
+    let payload = match &record.value {
         None => Payload::Tombstone,
-        Some(value) => decode_payload(record.key, value, record.headers),
+        Some(value) => decode_payload(
+            record.key.as_deref(),
+            value,
+            record.headers.as_deref(),
+            value_bytes,
+        ),
     };
     DecodedRecord { source, payload }
 }
 
-fn decode_payload(key: Option<String>, value: String, headers: Option<Box<RawValue>>) -> Payload {
-    let key = key.map(|text| decode_base64_field("key", text));
-    let value = decode_base64_field("value", value);
+fn decode_payload(
+    key: Option<&str>,
+    value: &str,
+    headers: Option<&RawValue>,
+    value_bytes: &mut Vec<u8>,
+) -> Payload {
     let mut reasons: Vec<String> = Vec::new();
-    let raw_key = key.map(|decoded| match decoded {
-        Ok(bytes) => bytes,
-        Err((reason, received)) => {
+    let raw_key = key.map(|text| {
+        let mut bytes = Vec::new();
+        if let Err(reason) = decode_base64_field("key", text, &mut bytes) {
             reasons.push(reason);
-            received
         }
+        bytes
     });
-    let raw_value = match value {
-        Ok(bytes) => {
-            if reasons.is_empty() {
-                match Order::parse(&bytes) {
-                    Ok(order) => return Payload::Order(Box::new(order)),
-                    Err(problem) => reasons.push(problem.to_string()),
-                }
-            }
-            bytes
-        }
-        Err((reason, received)) => {
-            reasons.push(reason);
-            received
-        }
-    };
+    match decode_base64_field("value", value, value_bytes) {
+        Ok(()) if reasons.is_empty() => match Order::parse(value_bytes) {
+            Ok(order) => return Payload::Order(order),
+            Err(problem) => reasons.push(problem.to_string()),
+        },
+        Ok(()) => {}
+        Err(reason) => reasons.push(reason),
+    }
     Payload::Poison(Poison {
         reason: reasons.join("; "),
         raw_key,
-        raw_value: Some(raw_value),
-        headers: headers.map(|raw| decode_headers(&raw)).unwrap_or_default(),
+        raw_value: Some(value_bytes.clone()),
+        headers: headers.map(decode_headers).unwrap_or_default(),
     })
 }
 
-/// Base64-decodes a key or value. On failure returns the reason and the received text's bytes,
-/// so that nothing of the record is lost.
-fn decode_base64_field(field: &str, text: String) -> Result<Vec<u8>, (String, Vec<u8>)> {
-    BASE64.decode(text.as_bytes()).map_err(|error| {
-        (
-            format!("{field} is not valid base64 ({error}); stored as received"),
-            text.into_bytes(),
-        )
-    })
+/// Base64-decodes a key or value into `bytes` (SIMD where the CPU has it). On failure `bytes`
+/// holds the received text's bytes, so that nothing of the record is lost, and the reason says
+/// what is wrong (from the scalar decoder, which tells where).
+fn decode_base64_field(field: &str, text: &str, bytes: &mut Vec<u8>) -> Result<(), String> {
+    bytes.clear();
+    if base64_simd::STANDARD.decode_append(text, bytes).is_ok() {
+        return Ok(());
+    }
+    bytes.clear();
+    match BASE64.decode_vec(text, bytes) {
+        Ok(()) => Ok(()),
+        Err(error) => {
+            bytes.clear();
+            bytes.extend_from_slice(text.as_bytes());
+            Err(format!(
+                "{field} is not valid base64 ({error}); stored as received"
+            ))
+        }
+    }
 }
 
 /// Turns the event's header form (one-entry objects of Java signed bytes) into names and byte
@@ -268,8 +444,10 @@ pub fn decode_headers(raw: &RawValue) -> Vec<Header> {
 mod tests {
     use super::*;
 
-    fn record(json: &str) -> KafkaRecord {
-        serde_json::from_str(json).unwrap()
+    fn record(json: &str) -> KafkaRecord<'static> {
+        serde_json::from_str::<KafkaRecord<'_>>(json)
+            .unwrap()
+            .into_owned()
     }
 
     #[test]
@@ -331,7 +509,7 @@ mod tests {
         let r = record(
             r#"{"topic":"orders","partition":0,"offset":3,"timestamp":1,"key":"U08tMDAx","value":"not base64!","headers":[{"h":[104]}]}"#,
         );
-        let decoded = decode_record(r);
+        let decoded = decode_record(r, &mut None, &mut Vec::new());
         let Payload::Poison(poison) = decoded.payload else {
             panic!("expected poison")
         };
@@ -359,7 +537,7 @@ mod tests {
         let r = record(&format!(
             r#"{{"topic":"t","partition":0,"offset":0,"timestamp":1,"key":"%%%","value":"{value}"}}"#
         ));
-        let Payload::Poison(poison) = decode_record(r).payload else {
+        let Payload::Poison(poison) = decode_record(r, &mut None, &mut Vec::new()).payload else {
             panic!("expected poison")
         };
         assert!(

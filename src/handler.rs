@@ -110,7 +110,7 @@ fn epoch_ms() -> i64 {
 /// `COMMIT` answer shows as [`WriteFailure::CommitOutcomeUnknown`] in the summary).
 pub async fn process(
     app: &App,
-    event: KafkaEvent,
+    event: KafkaEvent<'_>,
     deadline: Option<Instant>,
 ) -> (BatchResponse, Summary) {
     let started = Instant::now();

@@ -2,6 +2,9 @@
 //! report for redelivery. No I/O here; the rules that keep retries safe live in this file.
 
 use std::collections::BTreeSet;
+use std::hash::BuildHasher as _;
+
+use hashbrown::HashTable;
 
 use crate::event::{DecodedPartition, PartitionKey, Payload, Poison, SourcePosition};
 use crate::order::Order;
@@ -22,7 +25,7 @@ pub enum PoisonPolicy {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedOrder {
     /// The order.
-    pub order: Box<Order>,
+    pub order: Order,
     /// The record it came from.
     pub source: SourcePosition,
     /// The order's clock in its partition: the latest record timestamp of this order number
@@ -164,9 +167,12 @@ struct Seen {
 /// Plans the batch: per partition, in offset order, what to write, dead-letter and report.
 pub fn plan(partitions: Vec<DecodedPartition>, policy: PoisonPolicy) -> Plan {
     let mut plan = Plan::default();
-    // One lookup per order record (foldhash: SipHash showed in profiles), one key allocation
-    // per order number of the batch.
-    let mut seen: foldhash::HashMap<String, Seen> = foldhash::HashMap::default();
+    // One lookup per order record, keyed by the order number of the entry it points to in
+    // `plan.orders` (no copy of the key; foldhash: SipHash showed in profiles), sized for the
+    // batch so that it never grows.
+    let hasher = foldhash::fast::RandomState::default();
+    let records: usize = partitions.iter().map(|p| p.records.len()).sum();
+    let mut seen: HashTable<Seen> = HashTable::with_capacity(records);
 
     for (partition_number, partition) in partitions.into_iter().enumerate() {
         let mut progress = PartitionProgress {
@@ -198,7 +204,11 @@ pub fn plan(partitions: Vec<DecodedPartition>, policy: PoisonPolicy) -> Plan {
                     progress.first_pending.get_or_insert(offset);
                     let clock_ms = record.source.timestamp_ms;
                     let index = plan.orders.len();
-                    let round = match seen.get_mut(order.order_no()) {
+                    let hash = hasher.hash_one(order.order_no());
+                    let mut first_record = false;
+                    let round = match seen.find_mut(hash, |seen| {
+                        plan.orders[seen.index].order.order_no() == order.order_no()
+                    }) {
                         // A later record of the same order in the same partition: it wins,
                         // and the order's clock in this partition never goes back.
                         Some(earlier) if earlier.partition == partition_number => {
@@ -220,14 +230,7 @@ pub fn plan(partitions: Vec<DecodedPartition>, policy: PoisonPolicy) -> Plan {
                             round
                         }
                         None => {
-                            seen.insert(
-                                order.order_no().to_owned(),
-                                Seen {
-                                    partitions: 1,
-                                    partition: partition_number,
-                                    index,
-                                },
-                            );
+                            first_record = true;
                             0
                         }
                     };
@@ -237,6 +240,18 @@ pub fn plan(partitions: Vec<DecodedPartition>, policy: PoisonPolicy) -> Plan {
                         clock_ms,
                         round,
                     });
+                    if first_record {
+                        let orders = &plan.orders;
+                        seen.insert_unique(
+                            hash,
+                            Seen {
+                                partitions: 1,
+                                partition: partition_number,
+                                index,
+                            },
+                            |seen| hasher.hash_one(orders[seen.index].order.order_no()),
+                        );
+                    }
                 }
                 Payload::Poison(poison) => match policy {
                     PoisonPolicy::DeadLetter => {
@@ -364,7 +379,7 @@ mod tests {
         let json = format!(
             r#"{{"OrderNo":"{order_no}","OrderDate":"1/6/19","Region":"East","Customer":"{customer}","Item":"Pencil","Units":1,"Unit Cost":1.99,"Total":1.99}}"#
         );
-        Payload::Order(Box::new(Order::parse(json.as_bytes()).unwrap()))
+        Payload::Order(Order::parse(json.as_bytes()).unwrap())
     }
 
     fn poison(reason: &str) -> Payload {
@@ -578,7 +593,7 @@ mod tests {
                     .map(|o| {
                         (
                             o.order.order_no().to_owned(),
-                            o.source.topic.clone() + "-" + &o.source.partition.to_string(),
+                            format!("{}-{}", o.source.topic, o.source.partition),
                             o.source.offset,
                         )
                     })

@@ -40,7 +40,7 @@ fn multi_topic_payload_decodes_every_record() {
     assert_eq!(order_nos(&payloads(2)), vec!["SO-005"]);
     let source = &partitions[0].records[2].source;
     assert_eq!(
-        (source.topic.as_str(), source.partition, source.offset),
+        (&*source.topic, source.partition, source.offset),
         ("eu.orders-v2", 3, 9)
     );
     assert_eq!(source.timestamp_ms, Some(1545084651002));
@@ -50,7 +50,7 @@ fn multi_topic_payload_decodes_every_record() {
 fn non_ascii_headers_survive_in_dead_letters() {
     let mut event = event("multi-topic.json");
     // Make the record with the "région" header undecodable, so its headers are kept.
-    event.records.get_mut("orders-0").unwrap()[2].value = Some("e30=".to_owned());
+    event.records.get_mut("orders-0").unwrap()[2].value = Some("e30=".into());
     let plan = plan::plan(event::decode(event), PoisonPolicy::DeadLetter);
     assert_eq!(plan.dead_letters.len(), 1);
     let header = &plan.dead_letters[0].poison.headers[0];
@@ -115,7 +115,7 @@ fn poison_fixture_plans_under_both_policies() {
 }
 
 /// A batch at the event source mapping's limits: 10,000 records, just under the 6 MB payload cap.
-pub fn large_event() -> msk_order_enricher::event::KafkaEvent {
+pub fn large_event() -> msk_order_enricher::event::KafkaEvent<'static> {
     crate::support::parse_event(&build_event(
         "orders",
         4,
@@ -133,8 +133,8 @@ fn ten_thousand_record_batch_near_the_6_mb_limit() {
         (5_500_000..6_000_000).contains(&size),
         "payload is {size} bytes"
     );
-    let reparsed: msk_order_enricher::event::KafkaEvent =
-        serde_json::from_slice(&serde_json::to_vec(&event).unwrap()).unwrap();
+    let text = serde_json::to_string(&event).unwrap();
+    let reparsed: msk_order_enricher::event::KafkaEvent<'_> = serde_json::from_str(&text).unwrap();
     let plan = plan::plan(event::decode(reparsed), PoisonPolicy::DeadLetter);
     assert_eq!(plan.counts.received, 10_000);
     assert_eq!(plan.orders.len(), 10_000);

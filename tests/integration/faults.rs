@@ -22,7 +22,7 @@ fn batch(
     orders: &[(String, u32)],
     first_offset: i64,
     timestamp_ms: i64,
-) -> msk_order_enricher::event::KafkaEvent {
+) -> msk_order_enricher::event::KafkaEvent<'static> {
     let specs = orders
         .iter()
         .map(|(no, units)| RecordSpec::from_order_line(&order_line(no, "Jones", *units)));

@@ -54,14 +54,14 @@ fn one_order(
     units: u32,
     offset: i64,
     timestamp_ms: i64,
-) -> KafkaEvent {
+) -> KafkaEvent<'static> {
     let record = RecordSpec::from_order_line(&order_line(order_no, customer, units));
     parse_event(&build_event("orders", 1, [record], offset, timestamp_ms))
 }
 
 /// A stream of 300 records on one topic with 3 partitions, many of them updates of earlier
 /// orders (same key, so same partition, later offset).
-fn stream() -> KafkaEvent {
+fn stream() -> KafkaEvent<'static> {
     let customers = ["Jones", "Kivell", "Gill", "Nobody"];
     let specs = (0..300u32).map(|i| {
         let order_no = format!("SO-{:03}", (i * 7) % 90);
@@ -93,14 +93,15 @@ async fn any_interleaving_of_batches_and_redeliveries_equals_one_pass_in_order()
     let full = stream();
     let mut rng = Rng(0x5eed_1234_abcd_0042);
     // Per partition, the position up to which records were delivered once.
-    let mut delivered: Vec<(String, usize)> = full.records.keys().map(|k| (k.clone(), 0)).collect();
+    let mut delivered: Vec<(String, usize)> =
+        full.records.keys().map(|k| (k.to_string(), 0)).collect();
     while delivered
         .iter()
-        .any(|(key, done)| *done < full.records[key].len())
+        .any(|(key, done)| *done < full.records[key.as_str()].len())
     {
         let mut batch = full.clone();
         for (key, done) in delivered.iter_mut() {
-            let records = batch.records.get_mut(key).unwrap();
+            let records = batch.records.get_mut(key.as_str()).unwrap();
             let total = records.len();
             if *done > 0 && rng.below(3) == 0 {
                 // A stale replay of records already written (a batch delivered again later).

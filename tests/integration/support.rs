@@ -94,20 +94,20 @@ pub fn fixture_path(name: &str) -> PathBuf {
         .join(name)
 }
 
-pub fn event(name: &str) -> KafkaEvent {
+pub fn event(name: &str) -> KafkaEvent<'static> {
     let text =
         std::fs::read_to_string(fixture_path(&format!("events/{name}"))).expect("reading fixture");
-    serde_json::from_str(&text).expect("fixture is an MSK event")
+    parse_event(&text)
 }
 
 /// Processes an event with no deadline.
-pub async fn process(app: &App, event: KafkaEvent) -> (BatchResponse, Summary) {
+pub async fn process(app: &App, event: KafkaEvent<'_>) -> (BatchResponse, Summary) {
     handler::process(app, event, None).await
 }
 
 pub async fn process_by(
     app: &App,
-    event: KafkaEvent,
+    event: KafkaEvent<'_>,
     deadline: Instant,
 ) -> (BatchResponse, Summary) {
     handler::process(app, event, Some(deadline)).await
@@ -217,7 +217,9 @@ pub fn wait_until_listening(server: &mut std::process::Child, port: u16, what: &
     }
 }
 
-/// An event rendered by `xtask::events` (the emulator's renderer), as the function decodes it.
-pub fn parse_event(json: &str) -> KafkaEvent {
-    serde_json::from_str(json).expect("a rendered event is a Kafka event")
+/// An event's JSON, as the function decodes it, copied out of the text so that it can outlive it.
+pub fn parse_event(json: &str) -> KafkaEvent<'static> {
+    serde_json::from_str::<KafkaEvent<'_>>(json)
+        .expect("the text is a Kafka event")
+        .into_owned()
 }
