@@ -75,8 +75,8 @@ pub struct KafkaRecord<'a> {
     #[serde(default)]
     pub timestamp: Option<i64>,
     /// `CREATE_TIME` or `LOG_APPEND_TIME`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timestamp_type: Option<String>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub timestamp_type: Option<Text<'a>>,
     /// Base64; absent or null for records produced without a key.
     #[serde(default, borrow)]
     pub key: Option<Text<'a>>,
@@ -103,7 +103,7 @@ impl KafkaRecord<'_> {
             partition: self.partition,
             offset: self.offset,
             timestamp: self.timestamp,
-            timestamp_type: self.timestamp_type,
+            timestamp_type: self.timestamp_type.map(Text::into_owned),
             key: self.key.map(Text::into_owned),
             value: self.value.map(Text::into_owned),
             headers: self.headers.map(|raw| Cow::Owned(raw.into_owned())),
