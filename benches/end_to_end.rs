@@ -153,6 +153,101 @@ async fn reset_statements(observer: &PgPool) {
         .expect("reset");
 }
 
+/// The write as it was before the binary `COPY`, kept as the reference the `COPY` is measured
+/// against: every column of the batch as one array parameter, and the same upsert from
+/// `UNNEST` of them (the benchmark's batches have one round and no dead letters). Returns the
+/// rows written.
+async fn unnest_write(
+    conn: &mut sqlx::PgConnection,
+    plan: &plan::Plan,
+    locations: &msk_order_enricher::location::Locations,
+) -> u64 {
+    let statement = store::order_upsert(
+        "enriched_orders",
+        "SELECT * FROM UNNEST($1::text[], $2::date[], $3::text[], $4::text[], $5::text[], $6::int4[],
+            $7::numeric[], $8::numeric[], $9::bool[], $10::text[], $11::numeric[], $12::numeric[],
+            $13::text[], $14::int4[], $15::int8[], $16::timestamptz[], $17::int8[], $18::bool[])",
+    );
+    let mut orders: Vec<&plan::PlannedOrder> = plan.orders.iter().collect();
+    orders.sort_unstable_by(|a, b| a.order.order_no().cmp(b.order.order_no()));
+    let location =
+        |o: &plan::PlannedOrder| locations.get(o.order.customer()).and_then(Option::as_ref);
+    let column =
+        |f: &dyn Fn(&plan::PlannedOrder) -> String| orders.iter().map(|o| f(o)).collect::<Vec<_>>();
+    sqlx::query(sqlx::AssertSqlSafe(statement))
+        .bind(column(&|o| o.order.order_no().to_owned()))
+        .bind(
+            orders
+                .iter()
+                .map(|o| o.order.order_date())
+                .collect::<Vec<_>>(),
+        )
+        .bind(column(&|o| o.order.region().to_owned()))
+        .bind(column(&|o| o.order.customer().to_owned()))
+        .bind(column(&|o| o.order.item().to_owned()))
+        .bind(orders.iter().map(|o| o.order.units()).collect::<Vec<_>>())
+        .bind(
+            orders
+                .iter()
+                .map(|o| o.order.unit_cost())
+                .collect::<Vec<_>>(),
+        )
+        .bind(orders.iter().map(|o| o.order.total()).collect::<Vec<_>>())
+        .bind(
+            orders
+                .iter()
+                .map(|o| location(o).is_some())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            orders
+                .iter()
+                .map(|o| location(o).and_then(|l| l.address.clone()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            orders
+                .iter()
+                .map(|o| location(o).and_then(|l| l.longitude))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            orders
+                .iter()
+                .map(|o| location(o).and_then(|l| l.latitude))
+                .collect::<Vec<_>>(),
+        )
+        .bind(column(&|o| o.source.topic.to_string()))
+        .bind(
+            orders
+                .iter()
+                .map(|o| o.source.partition)
+                .collect::<Vec<_>>(),
+        )
+        .bind(orders.iter().map(|o| o.source.offset).collect::<Vec<_>>())
+        .bind(
+            orders
+                .iter()
+                .map(|o| {
+                    o.source
+                        .timestamp_ms
+                        .and_then(chrono::DateTime::from_timestamp_millis)
+                })
+                .collect::<Vec<_>>(),
+        )
+        .bind(orders.iter().map(|o| o.clock_ms).collect::<Vec<_>>())
+        .bind(
+            orders
+                .iter()
+                .map(|o| o.source.timestamp_out_of_range)
+                .collect::<Vec<_>>(),
+        )
+        .execute(conn)
+        .await
+        .expect("the UNNEST write")
+        .rows_affected()
+}
+
 fn peak_rss_kib(child: &Child) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()?)).ok()?;
     status.lines().find_map(|line| {
@@ -239,6 +334,7 @@ async fn main() {
         &format!("SELECT {} FROM floor_stage", store::ORDER_COLUMNS),
     );
     let mut floor_times = Vec::new();
+    let mut unnest_floor_times = Vec::new();
     let mut server_floor_times = Vec::new();
     let mut warm_times = Vec::new();
     let mut warm_statements = Vec::new();
@@ -257,6 +353,15 @@ async fn main() {
             .expect("floor write");
         tx.commit().await.expect("commit");
         floor_times.push(started.elapsed());
+
+        // The same kind of write, the previous way, right after: the two client floors pair up.
+        let unnest_plan = plan::plan(event::decode(batch(200 + run)), PoisonPolicy::DeadLetter);
+        let started = Instant::now();
+        let mut tx = floor_conn.begin().await.expect("begin");
+        let written = unnest_write(&mut tx, &unnest_plan, &locations).await;
+        tx.commit().await.expect("commit");
+        unnest_floor_times.push(started.elapsed());
+        assert_eq!(written, RECORDS as u64, "every order written by UNNEST");
 
         reset_statements(&observer).await;
         let warm_batch = batch(1 + run);
@@ -346,6 +451,11 @@ async fn main() {
     };
     let server_ratios = ratios(&server_floor_times);
     let client_ratios = ratios(&floor_times);
+    let copy_vs_unnest: Vec<f64> = floor_times
+        .iter()
+        .zip(&unnest_floor_times)
+        .map(|(copy, unnest)| copy.as_secs_f64() / unnest.as_secs_f64())
+        .collect();
     let mut report = String::new();
     let _ = writeln!(report, "# End-to-end benchmark\n");
     let _ = writeln!(
@@ -376,6 +486,11 @@ async fn main() {
         &mut report,
         "client floor (the function's write alone: its statements and COMMIT)",
         floor,
+    );
+    row(
+        &mut report,
+        "client floor, the previous write (one UNNEST statement and COMMIT)",
+        median(unnest_floor_times.clone()),
     );
     row(
         &mut report,
@@ -411,6 +526,12 @@ async fn main() {
         median_ratio(client_ratios.clone()),
         rounded(&client_ratios)
     );
+    let _ = writeln!(
+        report,
+        "Client floor, COPY / UNNEST taken right after it: median of {RUNS} paired ratios **{:.2}x** {:?}",
+        median_ratio(copy_vs_unnest.clone()),
+        rounded(&copy_vs_unnest)
+    );
     let times = |values: &[Duration]| {
         values
             .iter()
@@ -419,9 +540,10 @@ async fn main() {
     };
     let _ = writeln!(
         report,
-        "\nAll runs (ms): server floor {:?}; client floor {:?}; warm {:?}; cold cache {:?}; replay {:?}\n",
+        "\nAll runs (ms): server floor {:?}; client floor {:?}; client floor, UNNEST {:?}; warm {:?}; cold cache {:?}; replay {:?}\n",
         times(&server_floor_times),
         times(&floor_times),
+        times(&unnest_floor_times),
         times(&warm_times),
         times(&cold_cache_times),
         times(&replay_times),
