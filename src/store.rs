@@ -74,9 +74,9 @@ pub fn order_upsert(target: &str, rows: &str) -> String {
 }
 
 /// The staging table the orders are copied into: the session's own (`pg_temp`), emptied at
-/// every commit, and emptied at the start of every write too, because an earlier write of the
-/// same transaction (the data-error search runs several in savepoints) may have left rows in
-/// it. `client_min_messages` keeps the "already exists" notice of every later invocation off
+/// every commit, and emptied at the start of every write too, so that a write reads only its
+/// own rows even after an earlier write of the same transaction (the data-error search runs
+/// several; rows left over would be no-ops under the ordering rule, but work). `client_min_messages` keeps the "already exists" notice of every later invocation off
 /// the wire. Columns: the round, then [`ORDER_COLUMNS`].
 const PREPARE_STAGING: &str = "SET LOCAL client_min_messages = warning;
 CREATE TEMP TABLE IF NOT EXISTS incoming_orders (

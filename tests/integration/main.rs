@@ -14,6 +14,7 @@ mod poison;
 mod replay;
 mod runtime;
 mod secrets;
+mod staging;
 mod stream;
 mod template;
 mod tls;

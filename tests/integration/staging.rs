@@ -1,0 +1,101 @@
+//! The write's staging table (the session's temporary `incoming_orders`), against a real
+//! PostgreSQL: several writes in one transaction, and the table across commits.
+
+use std::collections::HashMap;
+
+use msk_order_enricher::event;
+use msk_order_enricher::location::Locations;
+use msk_order_enricher::plan::{self, Plan, PoisonPolicy};
+use msk_order_enricher::store;
+use sqlx::{Connection as _, Row};
+use xtask::events::{build_event, RecordSpec};
+
+use crate::support::*;
+
+/// `SO-1` for Jones with `units`, alone in partition 0 of `orders` at `offset`.
+fn one_order_plan(units: u32, offset: i64) -> Plan {
+    let line = format!(
+        r#"{{"OrderNo":"SO-1","OrderDate":"1/6/19","Region":"East","Customer":"Jones","Item":"Pencil","Units":{units},"Unit Cost":1.99,"Total":1.99}}"#
+    );
+    let event = parse_event(&build_event(
+        "orders",
+        1,
+        [RecordSpec::from_order_line(&line)],
+        offset,
+        1_700_000_000_000 + offset,
+    ));
+    plan::plan(event::decode(event), PoisonPolicy::DeadLetter)
+}
+
+#[tokio::test]
+async fn a_second_write_in_the_same_transaction_stages_only_its_own_rows() {
+    let db = fresh_db().await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    let locations: Locations = HashMap::new();
+    let mut tx = conn.begin().await.unwrap();
+    let newer = store::write(&mut tx, &one_order_plan(7, 5), &locations)
+        .await
+        .unwrap();
+    assert_eq!(newer.orders_changed, 1);
+    // The same order, an older record of the same partition: it changes nothing, and its
+    // upsert reads its own row only, not the first write's again.
+    let older = store::write(&mut tx, &one_order_plan(3, 2), &locations)
+        .await
+        .unwrap();
+    assert_eq!(older.orders_changed, 0);
+    let staged: Vec<(i64, i32)> =
+        sqlx::query_as("SELECT source_offset, units FROM pg_temp.incoming_orders")
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+    assert_eq!(staged, vec![(2, 3)]);
+    tx.commit().await.unwrap();
+
+    let row =
+        sqlx::query("SELECT units, source_offset FROM enriched_orders WHERE order_no = 'SO-1'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (row.get::<i32, _>(0), row.get::<i64, _>(1)),
+        (7, 5),
+        "the newer record stays"
+    );
+}
+
+#[tokio::test]
+async fn the_staging_table_is_empty_after_each_commit_and_reused_by_the_session() {
+    let db = fresh_db().await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    let locations: Locations = HashMap::new();
+    for (units, offset) in [(1, 0), (2, 1), (3, 2)] {
+        let mut tx = conn.begin().await.unwrap();
+        let stats = store::write(&mut tx, &one_order_plan(units, offset), &locations)
+            .await
+            .unwrap();
+        assert_eq!(stats.orders_changed, 1, "offset {offset} replaces the row");
+        tx.commit().await.unwrap();
+        let staged: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_temp.incoming_orders")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            staged, 0,
+            "nothing stays staged after the commit at offset {offset}"
+        );
+    }
+    let units: i32 =
+        sqlx::query_scalar("SELECT units FROM enriched_orders WHERE order_no = 'SO-1'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(units, 3);
+    // Written by the three transactions of one session: one staging table, created once.
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_class WHERE relname = 'incoming_orders' AND relpersistence = 't'",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(tables, 1);
+}
