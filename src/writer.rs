@@ -330,6 +330,9 @@ fn describe(error: &sqlx::Error) -> String {
         sqlx::Error::PoolTimedOut => {
             "no database connection within DB_CONNECT_TIMEOUT_MS (database unreachable or too slow to accept connections)".to_owned()
         }
+        sqlx::Error::Database(database) if database.code().as_deref() == Some("42501") => format!(
+            "{error} (the function's role needs SELECT on customers; SELECT, INSERT, UPDATE on enriched_orders and dead_letters; and TEMPORARY on the database, for the write's staging table)"
+        ),
         _ => error.to_string(),
     }
 }

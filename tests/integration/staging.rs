@@ -1,12 +1,15 @@
 //! The write's staging table (the session's temporary `incoming_orders`), against a real
-//! PostgreSQL: several writes in one transaction, and the table across commits.
+//! PostgreSQL: several writes in one transaction, the table across commits, and a role that
+//! may not create it.
 
 use std::collections::HashMap;
 
+use msk_order_enricher::db_error::ErrorClass;
 use msk_order_enricher::event;
 use msk_order_enricher::location::Locations;
 use msk_order_enricher::plan::{self, Plan, PoisonPolicy};
 use msk_order_enricher::store;
+use msk_order_enricher::summary::WriteFailure;
 use sqlx::{Connection as _, Row};
 use xtask::events::{build_event, RecordSpec};
 
@@ -98,4 +101,54 @@ async fn the_staging_table_is_empty_after_each_commit_and_reused_by_the_session(
     .await
     .unwrap();
     assert_eq!(tables, 1);
+}
+
+#[tokio::test]
+async fn a_role_that_may_not_create_temporary_tables_gets_its_batch_reported_with_the_grants_it_needs(
+) {
+    let db = fresh_db().await;
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let role = format!("{database}_writer");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE ROLE {role} LOGIN PASSWORD 'writer';
+         GRANT SELECT ON customers TO {role};
+         GRANT SELECT, INSERT, UPDATE ON enriched_orders, dead_letters TO {role};
+         REVOKE TEMPORARY ON DATABASE {database} FROM PUBLIC"
+    )))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let (_, server) = db.url.split_once('@').unwrap();
+    let app = app(&format!("postgres://{role}:writer@{server}"), &[]).await;
+
+    let (response, summary) = process(&app, event("poison.json")).await;
+    assert_eq!(
+        reported(&response),
+        vec![
+            ("orders-0".into(), 40),
+            ("orders-1".into(), 10),
+            ("orders-2".into(), 5)
+        ]
+    );
+    let Some(WriteFailure::Database {
+        class,
+        sqlstate,
+        message,
+    }) = summary.failure
+    else {
+        panic!("expected a database failure, got {:?}", summary.failure)
+    };
+    assert_eq!(
+        (class, sqlstate.as_deref()),
+        (ErrorClass::Permanent, Some("42501"))
+    );
+    assert!(
+        message.contains("TEMPORARY on the database, for the write's staging table"),
+        "{message}"
+    );
+    assert_eq!(count(&db.pool, "enriched_orders").await, 0);
+    assert_eq!(count(&db.pool, "dead_letters").await, 0);
 }
