@@ -308,8 +308,9 @@ pub struct DecodedPartition {
 /// Decodes every record of the event. Never fails: a record that cannot be decoded becomes a
 /// [`Payload::Poison`] with the reason, so one bad record cannot fail the batch.
 pub fn decode(event: KafkaEvent<'_>) -> Vec<DecodedPartition> {
-    // One buffer for every record's decoded value: an order copies out what it keeps.
-    let mut value_bytes = Vec::new();
+    // Buffers for every record's decoded key and value: an order copies out what it keeps,
+    // and only a dead letter needs the bytes themselves.
+    let mut scratch = Scratch::default();
     event
         .records
         .into_iter()
@@ -322,7 +323,7 @@ pub fn decode(event: KafkaEvent<'_>) -> Vec<DecodedPartition> {
                 key: PartitionKey::new(key.as_str()),
                 records: records
                     .into_iter()
-                    .map(|record| decode_record(record, &mut topic, &mut value_bytes))
+                    .map(|record| decode_record(record, &mut topic, &mut scratch))
                     .collect(),
             }
         })
@@ -332,10 +333,17 @@ pub fn decode(event: KafkaEvent<'_>) -> Vec<DecodedPartition> {
 /// The epoch milliseconds `timestamptz` can hold: 4714-11-24 BC to 294276-12-31 AD.
 const POSTGRES_TIMESTAMP_MS: std::ops::Range<i64> = -210_866_803_200_000..9_224_318_016_000_000;
 
+/// The decoded bytes of the record at hand, reused from record to record.
+#[derive(Default)]
+struct Scratch {
+    key: Vec<u8>,
+    value: Vec<u8>,
+}
+
 fn decode_record(
     record: KafkaRecord<'_>,
     topic: &mut Option<Arc<str>>,
-    value_bytes: &mut Vec<u8>,
+    scratch: &mut Scratch,
 ) -> DecodedRecord {
     // A timestamp the database would refuse would fail the batch's one statement on every
     // delivery: it is kept as unknown instead (and counted), which the ordering rule already
@@ -361,7 +369,7 @@ fn decode_record(
             record.key.as_deref(),
             value,
             record.headers.as_deref(),
-            value_bytes,
+            scratch,
         ),
     };
     DecodedRecord { source, payload }
@@ -371,18 +379,16 @@ fn decode_payload(
     key: Option<&str>,
     value: &str,
     headers: Option<&RawValue>,
-    value_bytes: &mut Vec<u8>,
+    scratch: &mut Scratch,
 ) -> Payload {
     let mut reasons: Vec<String> = Vec::new();
-    let raw_key = key.map(|text| {
-        let mut bytes = Vec::new();
-        if let Err(reason) = decode_base64_field("key", text, &mut bytes) {
+    if let Some(text) = key {
+        if let Err(reason) = decode_base64_field("key", text, &mut scratch.key) {
             reasons.push(reason);
         }
-        bytes
-    });
-    match decode_base64_field("value", value, value_bytes) {
-        Ok(()) if reasons.is_empty() => match Order::parse(value_bytes) {
+    }
+    match decode_base64_field("value", value, &mut scratch.value) {
+        Ok(()) if reasons.is_empty() => match Order::parse(&scratch.value) {
             Ok(order) => return Payload::Order(order),
             Err(problem) => reasons.push(problem.to_string()),
         },
@@ -391,8 +397,8 @@ fn decode_payload(
     }
     Payload::Poison(Poison {
         reason: reasons.join("; "),
-        raw_key,
-        raw_value: Some(value_bytes.clone()),
+        raw_key: key.map(|_| scratch.key.clone()),
+        raw_value: Some(scratch.value.clone()),
         headers: headers.map(decode_headers).unwrap_or_default(),
     })
 }
@@ -509,7 +515,7 @@ mod tests {
         let r = record(
             r#"{"topic":"orders","partition":0,"offset":3,"timestamp":1,"key":"U08tMDAx","value":"not base64!","headers":[{"h":[104]}]}"#,
         );
-        let decoded = decode_record(r, &mut None, &mut Vec::new());
+        let decoded = decode_record(r, &mut None, &mut Scratch::default());
         let Payload::Poison(poison) = decoded.payload else {
             panic!("expected poison")
         };
@@ -537,7 +543,8 @@ mod tests {
         let r = record(&format!(
             r#"{{"topic":"t","partition":0,"offset":0,"timestamp":1,"key":"%%%","value":"{value}"}}"#
         ));
-        let Payload::Poison(poison) = decode_record(r, &mut None, &mut Vec::new()).payload else {
+        let Payload::Poison(poison) = decode_record(r, &mut None, &mut Scratch::default()).payload
+        else {
             panic!("expected poison")
         };
         assert!(

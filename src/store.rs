@@ -1,6 +1,7 @@
-//! The write: every order and dead letter of an invocation in one SQL statement (one more per
-//! extra partition that holds the same order number, which producers keying by `OrderNo`
-//! never cause), inside the invocation's transaction, whatever the batch size.
+//! The write, inside the invocation's transaction, in a constant number of round trips
+//! whatever the batch size: the orders streamed into the session's staging table by one binary
+//! `COPY`, one upsert from it (one more per extra partition that holds the same order number,
+//! which producers keying by `OrderNo` never cause), and one statement for the dead letters.
 //!
 //! Idempotence and order: an order row is replaced only by a record that [`crate::plan::supersedes`]
 //! it, the same rule in SQL: same partition, a higher offset; other partition, a later clock
