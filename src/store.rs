@@ -74,26 +74,26 @@ pub fn order_upsert(target: &str, rows: &str) -> String {
     )
 }
 
-/// The staging table the orders are copied into: the session's own (`pg_temp`), emptied at
-/// every commit, and emptied at the start of every write too, so that a write reads only its
-/// own rows even after an earlier write of the same transaction (the data-error search runs
-/// several; rows left over would be no-ops under the ordering rule, but work). `client_min_messages` keeps the "already exists" notice of every later invocation off
-/// the wire. Columns: the round, then [`ORDER_COLUMNS`].
+/// The staging table the orders are copied into: the session's own (`pg_temp`), shaped like
+/// `enriched_orders` (its columns, types, `NOT NULL`s and defaults, so it follows the
+/// migrations; no indexes, no other constraints) plus the round, emptied at every commit. It is
+/// emptied at the start of every write too, so that a write reads only its own rows even after
+/// an earlier write of the same transaction (the data-error search runs several; rows left over
+/// would be no-ops under the ordering rule, but work). `client_min_messages` keeps the "already
+/// exists" notice of every later invocation off the wire.
 const PREPARE_STAGING: &str = "SET LOCAL client_min_messages = warning;
 CREATE TEMP TABLE IF NOT EXISTS incoming_orders (
     round int4 NOT NULL,
-    order_no text NOT NULL, order_date date NOT NULL, region text NOT NULL, customer text NOT NULL,
-    item text NOT NULL, units int4 NOT NULL, unit_cost numeric NOT NULL, total numeric NOT NULL,
-    customer_found bool NOT NULL, address text, longitude numeric, latitude numeric,
-    source_topic text NOT NULL, source_partition int4 NOT NULL, source_offset int8 NOT NULL,
-    source_timestamp timestamptz, supersede_clock_ms int8, source_timestamp_out_of_range bool NOT NULL
+    LIKE enriched_orders INCLUDING DEFAULTS
 ) ON COMMIT DELETE ROWS;
 DELETE FROM pg_temp.incoming_orders";
 
 /// Fields per staged row: the round and the 18 order columns.
 const STAGED_FIELDS: i16 = 19;
 
-const COPY_STAGING: &str = "COPY pg_temp.incoming_orders FROM STDIN (FORMAT binary)";
+static COPY_STAGING: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("COPY pg_temp.incoming_orders (round, {ORDER_COLUMNS}) FROM STDIN (FORMAT binary)")
+});
 
 /// Rows are sent in chunks of about this size, so that the server parses the first while the
 /// later ones are encoded.
@@ -188,7 +188,7 @@ async fn stage_orders(
     locations: &Locations,
     stats: &mut WriteStats,
 ) -> Result<(), sqlx::Error> {
-    let mut copy = conn.copy_in_raw(COPY_STAGING).await?;
+    let mut copy = conn.copy_in_raw(&COPY_STAGING).await?;
     let mut rows = CopyRows::new(STAGED_FIELDS);
     for (round, mut orders) in rounds.into_iter().enumerate() {
         orders.sort_unstable_by(|a, b| a.order.order_no().cmp(b.order.order_no()));
