@@ -38,6 +38,94 @@ pub struct Config {
     pub statement_timeout: Duration,
     /// The EMF metrics (`METRICS_NAMESPACE`, `METRICS_DIMENSIONS`).
     pub metrics: MetricsConfig,
+    /// Where the enriched orders go (`SINKS`).
+    pub sinks: Sinks,
+}
+
+/// Where the enriched orders go. At least one of the two.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sinks {
+    /// `postgres`: the `enriched_orders` and `dead_letters` tables.
+    pub postgres: bool,
+    /// `kafka`: the output topic.
+    pub kafka: Option<KafkaSink>,
+}
+
+/// The output topic and how to reach it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaSink {
+    /// `KAFKA_BOOTSTRAP_SERVERS`: host:port pairs, comma-separated.
+    pub bootstrap_servers: String,
+    /// `OUTPUT_TOPIC`: where the enriched orders go.
+    pub topic: String,
+    /// `DEAD_LETTER_TOPIC`: where dead letters go when Kafka is the only sink.
+    pub dead_letter_topic: Option<String>,
+    /// `KAFKA_SECURITY_PROTOCOL`.
+    pub protocol: KafkaProtocol,
+    /// `KAFKA_SASL_MECHANISM`, when the protocol uses SASL.
+    pub sasl: Option<SaslMechanism>,
+    /// `KAFKA_SECRET_ARN`: the SCRAM or PLAIN user, as MSK's secrets hold it.
+    pub secret_arn: Option<String>,
+    /// `KAFKA_SSL_CA_LOCATION`: CA bundle for the brokers' certificates (system roots without it).
+    pub ca_location: Option<PathBuf>,
+    /// `KAFKA_DELIVERY_TIMEOUT_MS`: how long the producer keeps trying a record (librdkafka's
+    /// `message.timeout.ms`); an invocation stops waiting at its deadline in any case.
+    pub delivery_timeout: Duration,
+}
+
+/// `KAFKA_SECURITY_PROTOCOL`, as librdkafka names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KafkaProtocol {
+    /// No TLS, no authentication (local brokers).
+    Plaintext,
+    /// TLS without SASL (MSK's TLS listener, port 9094).
+    Ssl,
+    /// SASL without TLS (local brokers only).
+    SaslPlaintext,
+    /// SASL over TLS (MSK IAM on 9098, SCRAM on 9096).
+    SaslSsl,
+}
+
+impl KafkaProtocol {
+    /// librdkafka's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plaintext => "plaintext",
+            Self::Ssl => "ssl",
+            Self::SaslPlaintext => "sasl_plaintext",
+            Self::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    /// Whether the connection is TLS.
+    pub fn uses_tls(self) -> bool {
+        matches!(self, Self::Ssl | Self::SaslSsl)
+    }
+}
+
+/// `KAFKA_SASL_MECHANISM`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SaslMechanism {
+    /// MSK IAM: OAUTHBEARER with a SigV4 token signed with the function's role.
+    AwsMskIam,
+    /// SCRAM-SHA-512 (MSK's SCRAM), the user from `KAFKA_SECRET_ARN`.
+    ScramSha512,
+    /// SCRAM-SHA-256, the user from `KAFKA_SECRET_ARN`.
+    ScramSha256,
+    /// PLAIN, the user from `KAFKA_SECRET_ARN` (not offered by MSK; other brokers).
+    Plain,
+}
+
+impl SaslMechanism {
+    /// The name this variable takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AwsMskIam => "AWS_MSK_IAM",
+            Self::ScramSha512 => "SCRAM-SHA-512",
+            Self::ScramSha256 => "SCRAM-SHA-256",
+            Self::Plain => "PLAIN",
+        }
+    }
 }
 
 /// Where the connection details come from.
@@ -179,6 +267,24 @@ pub const DB_STATEMENT_TIMEOUT_MS: &str = "DB_STATEMENT_TIMEOUT_MS";
 pub const METRICS_NAMESPACE: &str = "METRICS_NAMESPACE";
 /// See the README's configuration table.
 pub const METRICS_DIMENSIONS: &str = "METRICS_DIMENSIONS";
+/// See the README's configuration table.
+pub const SINKS: &str = "SINKS";
+/// See the README's configuration table.
+pub const KAFKA_BOOTSTRAP_SERVERS: &str = "KAFKA_BOOTSTRAP_SERVERS";
+/// See the README's configuration table.
+pub const OUTPUT_TOPIC: &str = "OUTPUT_TOPIC";
+/// See the README's configuration table.
+pub const DEAD_LETTER_TOPIC: &str = "DEAD_LETTER_TOPIC";
+/// See the README's configuration table.
+pub const KAFKA_SECURITY_PROTOCOL: &str = "KAFKA_SECURITY_PROTOCOL";
+/// See the README's configuration table.
+pub const KAFKA_SASL_MECHANISM: &str = "KAFKA_SASL_MECHANISM";
+/// See the README's configuration table.
+pub const KAFKA_SECRET_ARN: &str = "KAFKA_SECRET_ARN";
+/// See the README's configuration table.
+pub const KAFKA_SSL_CA_LOCATION: &str = "KAFKA_SSL_CA_LOCATION";
+/// See the README's configuration table.
+pub const KAFKA_DELIVERY_TIMEOUT_MS: &str = "KAFKA_DELIVERY_TIMEOUT_MS";
 /// The namespace when `METRICS_NAMESPACE` is not set.
 pub const DEFAULT_METRICS_NAMESPACE: &str = "MskOrderEnricher";
 
@@ -280,6 +386,7 @@ impl Config {
             1_000..=900_000,
         )?);
         let metrics = metrics_config(&lookup)?;
+        let sinks = sinks_config(&lookup, poison_policy)?;
         Ok(Self {
             database,
             tls: TlsSettings { mode, root_cert },
@@ -292,8 +399,135 @@ impl Config {
             retry_limit,
             statement_timeout,
             metrics,
+            sinks,
         })
     }
+}
+
+fn sinks_config(
+    lookup: &impl Fn(&str) -> Option<String>,
+    poison_policy: PoisonPolicy,
+) -> Result<Sinks, ConfigError> {
+    let get = |name: &str| {
+        lookup(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let (mut postgres, mut kafka) = (false, false);
+    for sink in get(SINKS).as_deref().unwrap_or("postgres").split(',') {
+        match sink.trim() {
+            "postgres" => postgres = true,
+            "kafka" => kafka = true,
+            other => {
+                return Err(problem(
+                    SINKS,
+                    &format!("has {other:?}: expected postgres, kafka or postgres,kafka"),
+                ))
+            }
+        }
+    }
+    if !kafka {
+        return Ok(Sinks {
+            postgres,
+            kafka: None,
+        });
+    }
+    let required = |name: &'static str| {
+        get(name).ok_or_else(|| problem(name, "is not set: SINKS includes kafka"))
+    };
+    let bootstrap_servers = required(KAFKA_BOOTSTRAP_SERVERS)?;
+    let topic = required(OUTPUT_TOPIC)?;
+    let dead_letter_topic = get(DEAD_LETTER_TOPIC);
+    if !postgres && dead_letter_topic.is_none() && poison_policy == PoisonPolicy::DeadLetter {
+        return Err(problem(
+            DEAD_LETTER_TOPIC,
+            "is not set: with SINKS=kafka the dead letters go to a topic (or set POISON_RECORD_POLICY=report)",
+        ));
+    }
+    let protocol = match get(KAFKA_SECURITY_PROTOCOL)
+        .map(|v| v.to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("sasl_ssl") => KafkaProtocol::SaslSsl,
+        Some("ssl") => KafkaProtocol::Ssl,
+        Some("sasl_plaintext") => KafkaProtocol::SaslPlaintext,
+        Some("plaintext") => KafkaProtocol::Plaintext,
+        Some(other) => {
+            return Err(problem(
+                KAFKA_SECURITY_PROTOCOL,
+                &format!("is {other:?}: expected sasl_ssl, ssl, sasl_plaintext or plaintext"),
+            ))
+        }
+    };
+    let sasl = match protocol {
+        KafkaProtocol::Plaintext | KafkaProtocol::Ssl => None,
+        KafkaProtocol::SaslPlaintext | KafkaProtocol::SaslSsl => Some(
+            match get(KAFKA_SASL_MECHANISM)
+                .map(|v| v.to_ascii_uppercase())
+                .as_deref()
+            {
+                None | Some("AWS_MSK_IAM") => SaslMechanism::AwsMskIam,
+                Some("SCRAM-SHA-512") => SaslMechanism::ScramSha512,
+                Some("SCRAM-SHA-256") => SaslMechanism::ScramSha256,
+                Some("PLAIN") => SaslMechanism::Plain,
+                Some(other) => {
+                    return Err(problem(
+                        KAFKA_SASL_MECHANISM,
+                        &format!(
+                        "is {other:?}: expected AWS_MSK_IAM, SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN"
+                    ),
+                    ))
+                }
+            },
+        ),
+    };
+    let secret_arn = get(KAFKA_SECRET_ARN);
+    match (sasl, &secret_arn) {
+        (
+            Some(SaslMechanism::ScramSha512 | SaslMechanism::ScramSha256 | SaslMechanism::Plain),
+            None,
+        ) => {
+            return Err(problem(
+                KAFKA_SECRET_ARN,
+                "is not set: the SASL mechanism needs a secret with username and password",
+            ))
+        }
+        (_, Some(arn)) if !arn.starts_with("arn:") => {
+            return Err(problem(
+                KAFKA_SECRET_ARN,
+                &format!("is {arn:?}: expected a Secrets Manager ARN"),
+            ))
+        }
+        _ => {}
+    }
+    let ca_location = get(KAFKA_SSL_CA_LOCATION).map(PathBuf::from);
+    if let Some(path) = &ca_location {
+        if let Err(error) = std::fs::metadata(path) {
+            return Err(problem(
+                KAFKA_SSL_CA_LOCATION,
+                &format!("is {}: {error}", path.display()),
+            ));
+        }
+    }
+    let delivery_timeout = Duration::from_millis(number(
+        lookup,
+        KAFKA_DELIVERY_TIMEOUT_MS,
+        120_000,
+        1_000..=900_000,
+    )?);
+    Ok(Sinks {
+        postgres,
+        kafka: Some(KafkaSink {
+            bootstrap_servers,
+            topic,
+            dead_letter_topic,
+            protocol,
+            sasl,
+            secret_arn,
+            ca_location,
+            delivery_timeout,
+        }),
+    })
 }
 
 fn parse_url(url: &str) -> Result<PgConnectOptions, ConfigError> {
@@ -531,5 +765,114 @@ mod tests {
         assert!(!error.contains("topsecret"));
         let debug = format!("{:?}", config(&[URL]).unwrap());
         assert!(!debug.contains("s3cret"), "{debug}");
+    }
+
+    #[test]
+    fn the_database_is_the_only_sink_by_default() {
+        let sinks = config(&[URL]).unwrap().sinks;
+        assert_eq!(
+            sinks,
+            Sinks {
+                postgres: true,
+                kafka: None
+            }
+        );
+    }
+
+    const KAFKA: [(&str, &str); 3] = [
+        ("SINKS", "postgres,kafka"),
+        ("KAFKA_BOOTSTRAP_SERVERS", "b-1.msk:9098,b-2.msk:9098"),
+        ("OUTPUT_TOPIC", "enriched-orders"),
+    ];
+
+    #[test]
+    fn both_sinks_default_to_msk_iam_over_tls() {
+        let sinks = config(&[URL, KAFKA[0], KAFKA[1], KAFKA[2]]).unwrap().sinks;
+        assert!(sinks.postgres);
+        assert_eq!(
+            sinks.kafka,
+            Some(KafkaSink {
+                bootstrap_servers: "b-1.msk:9098,b-2.msk:9098".into(),
+                topic: "enriched-orders".into(),
+                dead_letter_topic: None,
+                protocol: KafkaProtocol::SaslSsl,
+                sasl: Some(SaslMechanism::AwsMskIam),
+                secret_arn: None,
+                ca_location: None,
+                delivery_timeout: Duration::from_secs(120),
+            })
+        );
+    }
+
+    #[test]
+    fn plaintext_and_scram_are_chosen_by_name() {
+        let plain = config(&[
+            URL,
+            KAFKA[0],
+            KAFKA[1],
+            KAFKA[2],
+            ("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
+        ])
+        .unwrap();
+        let kafka = plain.sinks.kafka.unwrap();
+        assert_eq!(
+            (kafka.protocol, kafka.sasl),
+            (KafkaProtocol::Plaintext, None)
+        );
+        let scram = config(&[
+            URL,
+            KAFKA[0],
+            KAFKA[1],
+            KAFKA[2],
+            ("KAFKA_SASL_MECHANISM", "scram-sha-512"),
+            (
+                "KAFKA_SECRET_ARN",
+                "arn:aws:secretsmanager:us-east-1:1:secret:AmazonMSK_x",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            scram.sinks.kafka.unwrap().sasl,
+            Some(SaslMechanism::ScramSha512)
+        );
+    }
+
+    #[test]
+    fn kafka_settings_that_cannot_work_are_named() {
+        let message = |vars: &[(&str, &str)]| config(vars).unwrap_err().to_string();
+        assert_eq!(
+            message(&[URL, ("SINKS", "postgres,s3")]),
+            "configuration error: SINKS has \"s3\": expected postgres, kafka or postgres,kafka"
+        );
+        assert_eq!(
+            message(&[URL, ("SINKS", "kafka"), KAFKA[1]]),
+            "configuration error: OUTPUT_TOPIC is not set: SINKS includes kafka"
+        );
+        assert_eq!(
+            message(&[URL, ("SINKS", "kafka"), KAFKA[1], KAFKA[2]]),
+            "configuration error: DEAD_LETTER_TOPIC is not set: with SINKS=kafka the dead letters go to a topic (or set POISON_RECORD_POLICY=report)"
+        );
+        assert_eq!(
+            message(&[URL, KAFKA[0], KAFKA[1], KAFKA[2], ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-256")]),
+            "configuration error: KAFKA_SECRET_ARN is not set: the SASL mechanism needs a secret with username and password"
+        );
+        assert_eq!(
+            message(&[URL, KAFKA[0], KAFKA[1], KAFKA[2], ("KAFKA_SECURITY_PROTOCOL", "tls")]),
+            "configuration error: KAFKA_SECURITY_PROTOCOL is \"tls\": expected sasl_ssl, ssl, sasl_plaintext or plaintext"
+        );
+        let kafka_only = config(&[
+            URL,
+            ("SINKS", "kafka"),
+            KAFKA[1],
+            KAFKA[2],
+            ("DEAD_LETTER_TOPIC", "orders-dlt"),
+        ])
+        .unwrap()
+        .sinks;
+        assert!(!kafka_only.postgres);
+        assert_eq!(
+            kafka_only.kafka.unwrap().dead_letter_topic.as_deref(),
+            Some("orders-dlt")
+        );
     }
 }

@@ -47,20 +47,10 @@ impl Credentials {
     pub async fn resolve(config: &Config) -> Result<(Self, PgConnectOptions), CredentialError> {
         let source = match &config.database {
             DatabaseSource::Url(options) => Source::Url(options.clone()),
-            DatabaseSource::Secret(reference) => {
-                let sdk = aws_config::defaults(BehaviorVersion::latest())
-                    .timeout_config(
-                        TimeoutConfig::builder()
-                            .operation_timeout(SECRET_READ_TIMEOUT)
-                            .build(),
-                    )
-                    .load()
-                    .await;
-                Source::Secret {
-                    reference: reference.clone(),
-                    client: aws_sdk_secretsmanager::Client::new(&sdk),
-                }
-            }
+            DatabaseSource::Secret(reference) => Source::Secret {
+                reference: reference.clone(),
+                client: secrets_client().await,
+            },
         };
         let credentials = Self {
             source,
@@ -111,6 +101,57 @@ impl Credentials {
         };
         Ok(self.tls.apply(options))
     }
+}
+
+async fn secrets_client() -> aws_sdk_secretsmanager::Client {
+    let sdk = aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_timeout(SECRET_READ_TIMEOUT)
+                .build(),
+        )
+        .load()
+        .await;
+    aws_sdk_secretsmanager::Client::new(&sdk)
+}
+
+/// A Kafka SASL user (SCRAM or PLAIN), as MSK's SCRAM secrets hold it: `username`, `password`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KafkaUser {
+    /// The user name.
+    pub username: String,
+    /// The password.
+    pub password: String,
+}
+
+impl fmt::Debug for KafkaUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaUser")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Reads the Kafka user from the secret `arn` (`KAFKA_SECRET_ARN`), once at init.
+pub async fn read_kafka_user(arn: &str) -> Result<KafkaUser, CredentialError> {
+    let fail =
+        |detail: String| CredentialError(format!("reading KAFKA_SECRET_ARN {arn}: {detail}"));
+    let output = secrets_client()
+        .await
+        .get_secret_value()
+        .secret_id(arn)
+        .send()
+        .await
+        .map_err(|error| fail(DisplayErrorContext(&error).to_string()))?;
+    let text = output
+        .secret_string()
+        .ok_or_else(|| fail("the secret has no string value".to_owned()))?;
+    let secret = RdsSecret::parse(text).map_err(fail)?;
+    Ok(KafkaUser {
+        username: secret.username,
+        password: secret.password,
+    })
 }
 
 /// The JSON of an RDS database secret: `username`, `password`, `host`, `port`, `dbname`.

@@ -6,11 +6,13 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::value::RawValue;
 
 use crate::event::{self, KafkaEvent};
+use crate::location::Locations;
 use crate::metrics;
+use crate::output;
 use crate::plan::{self, WriteOutcome};
 use crate::response::BatchResponse;
 use crate::startup::App;
-use crate::summary::{log_summary, millis, Summary, WriteFailure};
+use crate::summary::{log_summary, millis, ProduceSummary, Summary, WriteFailure};
 use crate::writer;
 
 /// Why an invocation fails as a whole (Lambda then retries the whole batch). Its variant is
@@ -106,8 +108,12 @@ fn epoch_ms() -> i64 {
         .unwrap_or_default()
 }
 
-/// Processes one event. Never fails: what could not be written is in the response (a lost
-/// `COMMIT` answer shows as [`WriteFailure::CommitOutcomeUnknown`] in the summary).
+/// Processes one event. Never fails: what could not be written or delivered is in the response
+/// (a lost `COMMIT` answer shows as [`WriteFailure::CommitOutcomeUnknown`] in the summary).
+///
+/// With both sinks the database commits first and the records are produced after it: a
+/// partition whose delivery failed is redelivered, the database write of the redelivery
+/// changes nothing (it is idempotent) and the records are produced again.
 pub async fn process(
     app: &App,
     event: KafkaEvent<'_>,
@@ -118,21 +124,47 @@ pub async fn process(
     let decode_ms = millis(started.elapsed());
     plan.log_records_set_aside();
 
-    let (io, failure) = if plan.has_writes() {
+    let (io, result) = if plan.has_writes() {
         // Boxed: the database work is a deep future (retries, spans, the transaction), and
         // nesting it inline in the runtime's future overflows rustc's layout query depth.
-        let (io, result) = Box::pin(writer::enrich_and_write(app, &plan, deadline)).await;
-        (io, result.err())
+        Box::pin(writer::enrich_and_write(app, &plan, deadline)).await
     } else {
-        (writer::IoStats::default(), None)
+        (writer::IoStats::default(), Ok(Locations::new()))
+    };
+    let (locations, failure) = match result {
+        Ok(locations) => (locations, None),
+        Err(failure) => (Locations::new(), Some(failure)),
     };
     let outcome = if failure.is_some() {
         WriteOutcome::NotWritten
     } else {
         WriteOutcome::Committed
     };
-    let response = plan.response(outcome);
-    let committed = failure.is_none();
+    let produced = match (&app.producer, &failure) {
+        (Some(producer), None) => {
+            let mut refused = vec![false; plan.orders.len()];
+            for &index in &io.refused {
+                if let Some(flag) = refused.get_mut(index) {
+                    *flag = true;
+                }
+            }
+            let records = output::build(&plan, &locations, &refused, !app.writes_to_postgres);
+            let report = Box::pin(producer.produce(&records, deadline)).await;
+            for failed in &report.undelivered {
+                tracing::warn!(
+                    partition = failed.partition.as_str(),
+                    offset = failed.offset,
+                    reason = failed.reason.as_str(),
+                    "record not delivered to the output topic; its partition is redelivered from it"
+                );
+            }
+            Some(report)
+        }
+        _ => None,
+    };
+    let undelivered = produced.as_ref().map_or(&[][..], |r| &r.undelivered[..]);
+    let response = output::response(&plan, outcome, undelivered);
+    let committed = failure.is_none() && app.writes_to_postgres;
     let summary = Summary {
         counts: plan.counts.clone(),
         lookup: io.lookup,
@@ -149,7 +181,13 @@ pub async fn process(
             0
         },
         reported: response.batch_item_failures.len(),
-        redelivered_records: plan.redelivered_records(outcome),
+        redelivered_records: output::redelivered_records(&plan, &response),
+        produce: produced.map(|report| ProduceSummary {
+            delivered: report.delivered,
+            undelivered_partitions: report.undelivered.len(),
+            first_failure: report.undelivered.first().map(|u| u.reason.clone()),
+            produce_ms: report.produce_ms,
+        }),
         oldest_timestamp_ms: plan.oldest_timestamp_ms,
         database_retries: io.retries,
         database_wait_ms: io.waited_ms,

@@ -23,7 +23,7 @@ async fn main() -> ExitCode {
     let app = match App::new(&config).await {
         Ok(app) => app,
         Err(error) => {
-            init_error::report("Runtime.CredentialsError", &error.to_string()).await;
+            init_error::report(error.error_type(), &error.to_string()).await;
             return ExitCode::FAILURE;
         }
     };

@@ -51,6 +51,12 @@ pub mod names {
     pub const ORDERS_IGNORED_AS_OLDER: &str = "OrdersIgnoredAsOlder";
     /// Records whose timestamp PostgreSQL cannot store.
     pub const TIMESTAMPS_OUT_OF_RANGE: &str = "TimestampsOutOfRange";
+    /// Records the output topic's brokers acknowledged (only with the Kafka sink).
+    pub const RECORDS_PRODUCED: &str = "RecordsProduced";
+    /// Partitions reported because a record was not delivered to the output topic.
+    pub const PRODUCE_FAILURES: &str = "ProduceFailures";
+    /// Producing and waiting for the delivery reports, milliseconds.
+    pub const PRODUCE_DURATION: &str = "ProduceDuration";
 }
 
 /// The EMF document for one invocation, or `None` when metrics are off.
@@ -102,6 +108,14 @@ pub fn emf_document(summary: &Summary, config: &MetricsConfig, now_ms: i64) -> O
             count(summary.counts.timestamps_out_of_range),
         ),
     ];
+    if let Some(produce) = &summary.produce {
+        metrics.push((names::RECORDS_PRODUCED, count(produce.delivered)));
+        metrics.push((
+            names::PRODUCE_FAILURES,
+            count(produce.undelivered_partitions),
+        ));
+        metrics.push((names::PRODUCE_DURATION, millis(produce.produce_ms)));
+    }
     let customers = summary.lookup.cache_hits + summary.lookup.looked_up;
     if customers > 0 {
         let ratio = 100.0 * summary.lookup.cache_hits as f64 / customers as f64;
@@ -173,6 +187,7 @@ mod tests {
             dead_letters_written: 2,
             reported: 0,
             redelivered_records: 0,
+            produce: None,
             oldest_timestamp_ms: Some(1_700_000_000_000),
             database_retries: 2,
             database_wait_ms: 300,
@@ -260,6 +275,28 @@ mod tests {
         assert_eq!(doc["OrdersEnriched"].as_f64(), Some(0.0));
         assert!(doc.get("CacheHitRatio").is_none());
         assert_eq!(doc["OldestRecordAge"].as_f64(), Some(0.0), "never negative");
+    }
+
+    #[test]
+    fn the_kafka_sink_adds_its_delivery_metrics() {
+        let mut summary = summary();
+        summary.produce = Some(crate::summary::ProduceSummary {
+            delivered: 9,
+            undelivered_partitions: 1,
+            first_failure: Some("broker down".into()),
+            produce_ms: 21,
+        });
+        let doc: Value =
+            serde_json::from_str(&emf_document(&summary, &config(), 0).unwrap()).unwrap();
+        assert_eq!(doc["RecordsProduced"].as_f64(), Some(9.0));
+        assert_eq!(doc["ProduceFailures"].as_f64(), Some(1.0));
+        assert_eq!(doc["ProduceDuration"].as_f64(), Some(21.0));
+        let plain: Value =
+            serde_json::from_str(&emf_document(&self::summary(), &config(), 0).unwrap()).unwrap();
+        assert!(
+            plain.get("RecordsProduced").is_none(),
+            "only with the Kafka sink"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Start-up: what every invocation of an execution environment shares, built once before the
-//! runtime starts serving (credentials, the connection pool, the location cache).
+//! runtime starts serving (credentials, the connection pool, the location cache, the output
+//! topic's producer).
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -9,8 +10,9 @@ use sqlx::PgPool;
 
 use crate::cache::LocationCache;
 use crate::config::{Config, MetricsConfig};
-use crate::credentials::{CredentialError, Credentials};
+use crate::credentials::{self, CredentialError, Credentials};
 use crate::plan::PoisonPolicy;
+use crate::producer::{OutputProducer, ProducerError};
 
 /// The `application_name` of the function's sessions, so that operators can tell them apart
 /// in `pg_stat_activity`.
@@ -26,14 +28,49 @@ pub struct App {
     pub(crate) retry_limit: Duration,
     statement_timeout: Duration,
     pub(crate) metrics: MetricsConfig,
+    /// Whether the orders are written to PostgreSQL (`SINKS` has `postgres`).
+    pub(crate) writes_to_postgres: bool,
+    /// The output topic's producer (`SINKS` has `kafka`).
+    pub(crate) producer: Option<OutputProducer>,
+}
+
+/// Why the execution environment cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// A secret could not be read or used.
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
+    /// librdkafka refused the producer's settings.
+    #[error(transparent)]
+    Producer(#[from] ProducerError),
+}
+
+impl StartupError {
+    /// The `errorType` of Lambda's init error report.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::Credentials(_) => "Runtime.CredentialsError",
+            Self::Producer(_) => "Runtime.ConfigurationError",
+        }
+    }
 }
 
 impl App {
     /// Resolves the credentials (reading the secret, if one is configured) and builds the pool
     /// without connecting: init must not fail or hang because the database is briefly
     /// unreachable; the first invocation connects, waiting at most `connect_timeout`.
-    pub async fn new(config: &Config) -> Result<Self, CredentialError> {
+    pub async fn new(config: &Config) -> Result<Self, StartupError> {
         let (credentials, options) = Credentials::resolve(config).await?;
+        let producer = match &config.sinks.kafka {
+            None => None,
+            Some(sink) => {
+                let user = match &sink.secret_arn {
+                    Some(arn) => Some(credentials::read_kafka_user(arn).await?),
+                    None => None,
+                };
+                Some(OutputProducer::new(sink.clone(), user)?)
+            }
+        };
         let pool = PgPoolOptions::new()
             .max_connections(config.pool_size)
             .min_connections(0)
@@ -51,6 +88,8 @@ impl App {
             retry_limit: config.retry_limit,
             statement_timeout: config.statement_timeout,
             metrics: config.metrics.clone(),
+            writes_to_postgres: config.sinks.postgres,
+            producer,
         })
     }
 

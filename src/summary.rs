@@ -43,6 +43,9 @@ pub struct Summary {
     pub reported: usize,
     /// Records Lambda will deliver again.
     pub redelivered_records: usize,
+    /// What producing to the output topic did (`None` without the Kafka sink, or when the
+    /// database write failed and nothing was produced).
+    pub produce: Option<ProduceSummary>,
     /// The earliest record timestamp of the batch.
     pub oldest_timestamp_ms: Option<i64>,
     /// Attempts made again after a transient database failure, and the time waited for them.
@@ -57,6 +60,19 @@ pub struct Summary {
     pub write_ms: u64,
     /// Milliseconds from decode to response.
     pub total_ms: u64,
+}
+
+/// What producing to the output topic did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProduceSummary {
+    /// Records the brokers acknowledged.
+    pub delivered: usize,
+    /// Partitions reported because one of their records was not delivered.
+    pub undelivered_partitions: usize,
+    /// Why the first of them was not delivered.
+    pub first_failure: Option<String>,
+    /// Milliseconds producing and waiting for the delivery reports.
+    pub produce_ms: u64,
 }
 
 impl Summary {
@@ -82,6 +98,7 @@ pub fn log_summary(request_id: &str, summary: &Summary) {
         },
         Some(WriteFailure::CommitOutcomeUnknown(error)) => format!("commit not confirmed: {error}"),
     };
+    let produce = summary.produce.clone().unwrap_or_default();
     let fields = (
         counts.received,
         counts.orders,
@@ -115,6 +132,10 @@ pub fn log_summary(request_id: &str, summary: &Summary) {
                 decode_ms = summary.decode_ms,
                 lookup_ms = summary.lookup_ms,
                 write_ms = summary.write_ms,
+                records_produced = produce.delivered,
+                partitions_undelivered = produce.undelivered_partitions,
+                produce_ms = produce.produce_ms,
+                produce_failure = produce.first_failure.as_deref().unwrap_or_default(),
                 total_ms = summary.total_ms,
                 failure = failure.as_str(),
                 $message
@@ -125,6 +146,11 @@ pub fn log_summary(request_id: &str, summary: &Summary) {
         summary_event!(
             warn,
             "batch not written; partitions reported for redelivery"
+        );
+    } else if produce.undelivered_partitions > 0 {
+        summary_event!(
+            warn,
+            "batch written but not all delivered to the output topic; partitions reported for redelivery"
         );
     } else {
         summary_event!(info, "batch processed");

@@ -42,19 +42,22 @@ pub struct IoStats {
     pub waited_ms: u64,
     /// Orders the database refused (a data error): written as dead letters instead.
     pub orders_refused: usize,
+    /// Their indices in the plan's orders, ascending.
+    pub refused: Vec<usize>,
 }
 
 /// At most this much of the time left is kept for the `COMMIT` (a quarter when less is left).
 const COMMIT_RESERVE: Duration = Duration::from_millis(500);
 
-/// Looks up the plan's customers and writes the plan in one transaction, retrying transient
-/// failures until `deadline` (or the configured retry limit). `Err` means nothing of the plan
-/// was committed, except for [`WriteFailure::CommitOutcomeUnknown`].
+/// Looks up the plan's customers and writes the plan in one transaction (only looks up when
+/// the database is not a sink), retrying transient failures until `deadline` (or the
+/// configured retry limit). `Ok` holds the locations the lookup found. `Err` means nothing of
+/// the plan was committed, except for [`WriteFailure::CommitOutcomeUnknown`].
 pub async fn enrich_and_write(
     app: &App,
     plan: &Plan,
     deadline: Option<Instant>,
-) -> (IoStats, Result<(), WriteFailure>) {
+) -> (IoStats, Result<Locations, WriteFailure>) {
     let mut stats = IoStats::default();
     let started = Instant::now();
     let limit = started + app.retry_limit;
@@ -69,7 +72,7 @@ pub async fn enrich_and_write(
             return (stats, Err(last_transient.unwrap_or(WriteFailure::Deadline)));
         }
         let error = match attempt(app, plan, budget_end, set_aside_refused, &mut stats).await {
-            Ok(()) => return (stats, Ok(())),
+            Ok(locations) => return (stats, Ok(locations)),
             Err(Attempt::OutOfTime) => {
                 return (stats, Err(last_transient.unwrap_or(WriteFailure::Deadline)))
             }
@@ -164,7 +167,7 @@ async fn attempt(
     budget_end: Instant,
     set_aside_refused: bool,
     stats: &mut IoStats,
-) -> Result<(), Attempt> {
+) -> Result<Locations, Attempt> {
     let left = budget_end.saturating_duration_since(Instant::now());
     let work_end = budget_end - (left / 4).min(COMMIT_RESERVE);
     // The server stops the transaction's statements, lock waits and idleness by `work_end`
@@ -186,22 +189,31 @@ async fn attempt(
         stats.lookup = lookup;
         stats.lookup_ms = millis(started.elapsed());
         let started = Instant::now();
+        if !app.writes_to_postgres {
+            // Nothing to commit: the lookup was all this transaction was for.
+            return Ok::<_, Attempt>((tx, locations, false));
+        }
         if set_aside_refused {
             write_setting_aside_refused(&mut tx, plan, &locations, stats).await?;
         } else {
             stats.write = store::write(&mut tx, plan, &locations).await?;
         }
         stats.write_ms = millis(started.elapsed());
-        Ok::<_, Attempt>(tx)
+        Ok::<_, Attempt>((tx, locations, true))
     };
-    let tx = match tokio::time::timeout_at(work_end.into(), work).await {
+    let (tx, locations, wrote) = match tokio::time::timeout_at(work_end.into(), work).await {
         // Dropping the transaction rolls it back; the server-side limits cover the case where
         // the rollback cannot reach the server.
         Err(_) => return Err(Attempt::OutOfTime),
         Ok(result) => result?,
     };
+    if !wrote {
+        // A read-only transaction: however its end goes, nothing depends on it.
+        let _ = tokio::time::timeout_at(budget_end.into(), tx.commit()).await;
+        return Ok(locations);
+    }
     match tokio::time::timeout_at(budget_end.into(), tx.commit()).await {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(())) => Ok(locations),
         // The server answered: the transaction did not commit.
         Ok(Err(error @ sqlx::Error::Database(_))) => Err(Attempt::Failed(error)),
         Ok(Err(error)) => Err(Attempt::CommitOutcomeUnknown(error.to_string())),
@@ -220,6 +232,9 @@ async fn write_setting_aside_refused(
     locations: &Locations,
     stats: &mut IoStats,
 ) -> Result<(), sqlx::Error> {
+    // A transient failure after this scan retries the whole attempt: count afresh.
+    stats.orders_refused = 0;
+    stats.refused.clear();
     let mut refused: Vec<(usize, String)> = Vec::new();
     let mut pending: Vec<Vec<usize>> = vec![(0..plan.orders.len()).collect()];
     while let Some(indices) = pending.pop() {
@@ -250,7 +265,7 @@ async fn write_setting_aside_refused(
     for (index, reason) in refused {
         refused_reason[index] = Some(reason);
     }
-    for (planned, reason) in plan.orders.iter().zip(refused_reason) {
+    for (index, (planned, reason)) in plan.orders.iter().zip(refused_reason).enumerate() {
         let Some(reason) = reason else {
             kept.orders.push(planned.clone());
             continue;
@@ -262,6 +277,7 @@ async fn write_setting_aside_refused(
             "order refused by the database; kept as a dead letter"
         );
         stats.orders_refused += 1;
+        stats.refused.push(index);
         kept.dead_letters.push(DeadLetter {
             partition_key: PartitionKey::new(format!(
                 "{}-{}",

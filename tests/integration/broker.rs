@@ -70,3 +70,115 @@ pub fn bootstrap_servers() -> String {
     });
     servers.clone()
 }
+
+/// A tansu of one test's own, for tests that take the broker away. Killed when dropped.
+pub struct Dedicated {
+    child: Child,
+    /// Where tansu itself listens.
+    pub port: u16,
+}
+
+impl Dedicated {
+    /// Starts tansu on a free port, telling clients to connect to `advertised_port` (a proxy in
+    /// front of it, so that cutting the proxy cuts every connection the clients make).
+    pub fn behind(advertised_port: u16) -> Self {
+        let port = crate::support::free_port();
+        let binary = tansu_binary();
+        let mut child = Command::new(&binary)
+            .args([
+                "broker",
+                "--listener-url",
+                &format!("tcp://127.0.0.1:{port}"),
+                "--advertised-listener-url",
+                &format!("tcp://127.0.0.1:{advertised_port}"),
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+        crate::support::wait_until_listening(&mut child, port, "tansu");
+        Self { child, port }
+    }
+}
+
+impl Drop for Dedicated {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP proxy on a fixed port that can be cut (every connection closed, new ones refused)
+/// and restored: to the clients behind it, the broker is gone and comes back.
+pub struct Proxy {
+    pub port: u16,
+    running: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Proxy {
+    /// A proxy on a free port; call [`Proxy::restore`] to start it.
+    pub fn new() -> Self {
+        Self {
+            port: crate::support::free_port(),
+            running: Mutex::new(None),
+        }
+    }
+
+    /// Accepts connections and forwards them to `upstream`.
+    pub async fn restore(&self, upstream: u16) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .expect("binding the proxy port");
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                connections.spawn(async move {
+                    if let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        *self.running.lock().unwrap() = Some(task);
+    }
+
+    /// Closes the listener and every connection through it.
+    pub async fn cut(&self) {
+        let task = self.running.lock().unwrap().take();
+        if let Some(task) = task {
+            // Aborting the task drops the listener and the JoinSet, which aborts every
+            // connection's task and closes both of its sockets.
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+/// A server that accepts connections and reads what clients send, but never answers: a broker
+/// that has stopped acknowledging.
+pub async fn silent_broker() -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                continue;
+            };
+            connections.spawn(async move {
+                let mut sink = tokio::io::sink();
+                let _ = tokio::io::copy(&mut socket, &mut sink).await;
+            });
+        }
+    });
+    (port, task)
+}

@@ -10,6 +10,7 @@ mod enrichment;
 mod faults;
 mod moto;
 mod outage;
+mod output;
 mod poison;
 mod replay;
 mod runtime;

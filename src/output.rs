@@ -1,0 +1,529 @@
+//! Pure: the records the output topic gets for a plan, and the batch response once their
+//! deliveries are known. No I/O here; [`crate::producer`] sends what this module builds.
+//!
+//! Each order of the plan becomes one record keyed by its order number, with the order, its
+//! customer's location and the source position (as headers, so that consumers can drop the
+//! duplicates that at-least-once delivery brings). With Kafka as the only sink, each dead letter
+//! becomes a record of the dead-letter topic with the original key, value and headers, and the
+//! reason in a header. Records of one input partition stay in offset order.
+
+use std::fmt::Write as _;
+
+use crate::event::{PartitionKey, SourcePosition};
+use crate::location::Locations;
+use crate::order::Order;
+use crate::plan::{Plan, WriteOutcome};
+use crate::response::BatchResponse;
+
+/// Header naming the record's source topic.
+pub const SOURCE_TOPIC: &str = "source-topic";
+/// Header with the source partition (decimal text).
+pub const SOURCE_PARTITION: &str = "source-partition";
+/// Header with the source offset (decimal text).
+pub const SOURCE_OFFSET: &str = "source-offset";
+/// Header with the source record's timestamp (epoch milliseconds, decimal text), when it had one.
+pub const SOURCE_TIMESTAMP: &str = "source-timestamp";
+/// Header of a dead-letter record: why it could not be processed.
+pub const DEAD_LETTER_REASON: &str = "dead-letter-reason";
+
+/// Which topic a record goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// `OUTPUT_TOPIC`: an enriched order.
+    Orders,
+    /// `DEAD_LETTER_TOPIC`: a record set aside, as it arrived.
+    DeadLetters,
+}
+
+/// One record to produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputRecord {
+    /// The input record's offset: what is reported when this record is not delivered.
+    pub offset: i64,
+    /// Its topic.
+    pub destination: Destination,
+    /// The record key (the order number for orders).
+    pub key: Option<Vec<u8>>,
+    /// The record value.
+    pub value: Option<Vec<u8>>,
+    /// The headers, in order.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// The records of one input partition, in offset order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionOutput {
+    /// The `records` key of the input partition.
+    pub key: PartitionKey,
+    /// Its records to produce.
+    pub records: Vec<OutputRecord>,
+}
+
+/// The records to produce for `plan`, per input partition, in offset order. `refused[i]` is
+/// whether the database refused `plan.orders[i]` (it is a dead letter in the database then, not
+/// an order). Dead letters are included only when `dead_letters_to_kafka` (Kafka is the only sink).
+pub fn build(
+    plan: &Plan,
+    locations: &Locations,
+    refused: &[bool],
+    dead_letters_to_kafka: bool,
+) -> Vec<PartitionOutput> {
+    let mut partitions: Vec<PartitionOutput> = plan
+        .partitions
+        .iter()
+        .map(|progress| PartitionOutput {
+            key: progress.key.clone(),
+            records: Vec::new(),
+        })
+        .collect();
+    let index_of = |key: &str| plan.partitions.iter().position(|p| p.key.as_str() == key);
+    let mut orders_by_partition: Vec<Vec<OutputRecord>> = vec![Vec::new(); partitions.len()];
+    let mut key_text = String::new();
+    for (index, planned) in plan.orders.iter().enumerate() {
+        if refused.get(index).copied().unwrap_or(false) {
+            continue;
+        }
+        key_text.clear();
+        let _ = write!(
+            key_text,
+            "{}-{}",
+            planned.source.topic, planned.source.partition
+        );
+        let Some(at) = index_of(&key_text) else {
+            continue;
+        };
+        orders_by_partition[at].push(order_record(&planned.order, &planned.source, locations));
+    }
+    for (partition, orders) in partitions.iter_mut().zip(orders_by_partition) {
+        partition.records = orders;
+    }
+    if dead_letters_to_kafka {
+        for dead in &plan.dead_letters {
+            let Some(at) = index_of(dead.partition_key.as_str()) else {
+                continue;
+            };
+            let mut headers: Vec<(String, Option<Vec<u8>>)> = dead
+                .poison
+                .headers
+                .iter()
+                .map(|header| (header.name.clone(), header.value.clone()))
+                .collect();
+            headers.extend(source_headers(&dead.source));
+            headers.push((
+                DEAD_LETTER_REASON.to_owned(),
+                Some(dead.poison.reason.clone().into_bytes()),
+            ));
+            partitions[at].records.push(OutputRecord {
+                offset: dead.source.offset,
+                destination: Destination::DeadLetters,
+                key: dead.poison.raw_key.clone(),
+                value: dead.poison.raw_value.clone(),
+                headers,
+            });
+        }
+    }
+    for partition in &mut partitions {
+        // Stable: a record never shares its offset with another of its partition anyway.
+        partition.records.sort_by_key(|record| record.offset);
+    }
+    partitions.retain(|partition| !partition.records.is_empty());
+    partitions
+}
+
+/// The output record of an order.
+fn order_record(order: &Order, source: &SourcePosition, locations: &Locations) -> OutputRecord {
+    OutputRecord {
+        offset: source.offset,
+        destination: Destination::Orders,
+        key: Some(order.order_no().as_bytes().to_vec()),
+        value: Some(order_value(order, locations).into_bytes()),
+        headers: source_headers(source).collect(),
+    }
+}
+
+/// The output value: the order with the input topic's field names (the date as ISO 8601) and
+/// the customer's location, `null` where the `customers` table has none. Decimals are written
+/// exactly as they are held, never through a float.
+pub fn order_value(order: &Order, locations: &Locations) -> String {
+    let location = locations.get(order.customer()).and_then(Option::as_ref);
+    let address = location.and_then(|l| l.address.as_deref());
+    let longitude = location.and_then(|l| l.longitude);
+    let latitude = location.and_then(|l| l.latitude);
+    let mut value = String::with_capacity(256);
+    let _ = write!(
+        value,
+        r#"{{"OrderNo":{},"OrderDate":"{}","Region":{},"Customer":{},"Item":{},"Units":{},"Unit Cost":{},"Total":{},"Address":{},"Longitude":{},"Latitude":{}}}"#,
+        json_text(order.order_no()),
+        order.order_date(),
+        json_text(order.region()),
+        json_text(order.customer()),
+        json_text(order.item()),
+        order.units(),
+        order.unit_cost(),
+        order.total(),
+        address.map_or_else(|| "null".to_owned(), json_text),
+        longitude.map_or_else(|| "null".to_owned(), |d| d.to_string()),
+        latitude.map_or_else(|| "null".to_owned(), |d| d.to_string()),
+    );
+    value
+}
+
+fn json_text(text: &str) -> String {
+    serde_json::Value::from(text).to_string()
+}
+
+fn source_headers(source: &SourcePosition) -> impl Iterator<Item = (String, Option<Vec<u8>>)> {
+    [
+        Some((SOURCE_TOPIC, source.topic.to_string())),
+        Some((SOURCE_PARTITION, source.partition.to_string())),
+        Some((SOURCE_OFFSET, source.offset.to_string())),
+        source
+            .timestamp_ms
+            .map(|timestamp| (SOURCE_TIMESTAMP, timestamp.to_string())),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|(name, value)| (name.to_owned(), Some(value.into_bytes())))
+}
+
+/// A record of a partition that was not delivered: the partition is redelivered from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undelivered {
+    /// The input partition.
+    pub partition: PartitionKey,
+    /// The offset of its first record that was not delivered.
+    pub offset: i64,
+    /// Why (the broker's or the client's error, with the setting to check).
+    pub reason: String,
+}
+
+/// The batch response after the database outcome and the deliveries: a partition is reported
+/// from the earliest of its first pending record (when nothing was written), its first
+/// undelivered record, and its reported poison record.
+pub fn response(plan: &Plan, outcome: WriteOutcome, undelivered: &[Undelivered]) -> BatchResponse {
+    let written = plan.response(outcome);
+    let mut reported: Vec<(PartitionKey, i64)> = written
+        .batch_item_failures
+        .into_iter()
+        .map(|failure| {
+            (
+                PartitionKey::new(failure.item_identifier.partition),
+                failure.item_identifier.offset,
+            )
+        })
+        .collect();
+    for failure in undelivered {
+        match reported
+            .iter_mut()
+            .find(|(key, _)| key.as_str() == failure.partition.as_str())
+        {
+            Some((_, offset)) => *offset = (*offset).min(failure.offset),
+            None => reported.push((failure.partition.clone(), failure.offset)),
+        }
+    }
+    // Partitions in the order of the event, as the response without deliveries has them.
+    reported.sort_by_key(|(key, _)| {
+        plan.partitions
+            .iter()
+            .position(|progress| progress.key.as_str() == key.as_str())
+    });
+    BatchResponse::retry_from(reported)
+}
+
+/// How many records Lambda delivers again after `response`.
+pub fn redelivered_records(plan: &Plan, response: &BatchResponse) -> usize {
+    response
+        .batch_item_failures
+        .iter()
+        .map(|failure| {
+            plan.partitions
+                .iter()
+                .find(|p| p.key.as_str() == failure.item_identifier.partition)
+                .map_or(0, |p| {
+                    p.offsets
+                        .iter()
+                        .filter(|&&o| o >= failure.item_identifier.offset)
+                        .count()
+                })
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::str::FromStr as _;
+
+    use rust_decimal::Decimal;
+
+    use super::*;
+    use crate::event::{DecodedPartition, DecodedRecord, Header, Payload, Poison};
+    use crate::location::Location;
+    use crate::plan::{plan, PoisonPolicy};
+
+    fn order(order_no: &str, customer: &str) -> Payload {
+        let json = format!(
+            r#"{{"OrderNo":"{order_no}","OrderDate":"1/6/19","Region":"East","Customer":"{customer}","Item":"Pencil","Units":95,"Unit Cost":1.99,"Total":189.05}}"#
+        );
+        Payload::Order(Order::parse(json.as_bytes()).unwrap())
+    }
+
+    fn record(partition: i32, offset: i64, payload: Payload) -> DecodedRecord {
+        DecodedRecord {
+            source: SourcePosition {
+                topic: "orders".into(),
+                partition,
+                offset,
+                timestamp_ms: Some(1_700_000_000_000 + offset),
+                timestamp_out_of_range: false,
+            },
+            payload,
+        }
+    }
+
+    fn partition(number: i32, records: Vec<DecodedRecord>) -> DecodedPartition {
+        DecodedPartition {
+            key: PartitionKey::new(format!("orders-{number}")),
+            records,
+        }
+    }
+
+    fn poison() -> Payload {
+        Payload::Poison(Poison {
+            reason: "the value is not JSON".into(),
+            raw_key: Some(b"k".to_vec()),
+            raw_value: Some(b"{oops".to_vec()),
+            headers: vec![Header {
+                name: "trace".into(),
+                value: Some(b"abc".to_vec()),
+            }],
+        })
+    }
+
+    fn jones() -> Locations {
+        let mut locations = Locations::new();
+        locations.insert(
+            "Jones".into(),
+            Some(Location {
+                address: Some("1745 T Street Southeast".into()),
+                longitude: Some(Decimal::from_str("-76.979235").unwrap()),
+                latitude: Some(Decimal::from_str("38.867033").unwrap()),
+            }),
+        );
+        locations.insert("Nobody".into(), None);
+        locations
+    }
+
+    fn text(bytes: &Option<Vec<u8>>) -> &str {
+        std::str::from_utf8(bytes.as_deref().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn an_order_becomes_a_record_keyed_by_its_number_with_location_and_source() {
+        let plan = plan(
+            vec![partition(0, vec![record(0, 7, order("SO-001", "Jones"))])],
+            PoisonPolicy::DeadLetter,
+        );
+        let out = build(&plan, &jones(), &[false], false);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].key.as_str(), "orders-0");
+        let record = &out[0].records[0];
+        assert_eq!(record.destination, Destination::Orders);
+        assert_eq!(record.offset, 7);
+        assert_eq!(text(&record.key), "SO-001");
+        assert_eq!(
+            text(&record.value),
+            r#"{"OrderNo":"SO-001","OrderDate":"2019-01-06","Region":"East","Customer":"Jones","Item":"Pencil","Units":95,"Unit Cost":1.99,"Total":189.05,"Address":"1745 T Street Southeast","Longitude":-76.979235,"Latitude":38.867033}"#
+        );
+        let headers: Vec<(&str, &str)> = record
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), text(value)))
+            .collect();
+        assert_eq!(
+            headers,
+            [
+                ("source-topic", "orders"),
+                ("source-partition", "0"),
+                ("source-offset", "7"),
+                ("source-timestamp", "1700000000007"),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unknown_customer_gets_null_location_fields() {
+        let plan = plan(
+            vec![partition(0, vec![record(0, 1, order("SO-9", "Nobody"))])],
+            PoisonPolicy::DeadLetter,
+        );
+        let out = build(&plan, &jones(), &[false], false);
+        assert!(text(&out[0].records[0].value)
+            .ends_with(r#""Total":189.05,"Address":null,"Longitude":null,"Latitude":null}"#));
+    }
+
+    #[test]
+    fn records_keep_offset_order_and_dead_letters_go_to_kafka_only_when_asked() {
+        let plan = plan(
+            vec![
+                partition(
+                    0,
+                    vec![
+                        record(0, 1, order("SO-1", "Jones")),
+                        record(0, 2, poison()),
+                        record(0, 3, order("SO-2", "Jones")),
+                    ],
+                ),
+                partition(1, vec![record(1, 5, order("SO-3", "Jones"))]),
+            ],
+            PoisonPolicy::DeadLetter,
+        );
+        let positions = |out: &[PartitionOutput]| -> Vec<(String, i64, Destination)> {
+            out.iter()
+                .flat_map(|p| {
+                    p.records
+                        .iter()
+                        .map(|r| (p.key.as_str().to_owned(), r.offset, r.destination))
+                })
+                .collect()
+        };
+        use Destination::*;
+        assert_eq!(
+            positions(&build(&plan, &jones(), &[false; 3], false)),
+            [
+                ("orders-0".into(), 1, Orders),
+                ("orders-0".into(), 3, Orders),
+                ("orders-1".into(), 5, Orders)
+            ]
+        );
+        let with_dead_letters = build(&plan, &jones(), &[false; 3], true);
+        assert_eq!(
+            positions(&with_dead_letters),
+            [
+                ("orders-0".into(), 1, Orders),
+                ("orders-0".into(), 2, DeadLetters),
+                ("orders-0".into(), 3, Orders),
+                ("orders-1".into(), 5, Orders)
+            ]
+        );
+        let dead = &with_dead_letters[0].records[1];
+        assert_eq!(text(&dead.key), "k");
+        assert_eq!(text(&dead.value), "{oops");
+        let names: Vec<&str> = dead.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "trace",
+                "source-topic",
+                "source-partition",
+                "source-offset",
+                "source-timestamp",
+                "dead-letter-reason"
+            ]
+        );
+        assert_eq!(
+            text(&dead.headers[5].1),
+            "the value is not JSON",
+            "the reason travels with the record"
+        );
+    }
+
+    #[test]
+    fn an_order_the_database_refused_is_not_produced() {
+        let plan = plan(
+            vec![partition(
+                0,
+                vec![
+                    record(0, 1, order("SO-1", "Jones")),
+                    record(0, 2, order("SO-2", "Jones")),
+                ],
+            )],
+            PoisonPolicy::DeadLetter,
+        );
+        let out = build(&plan, &jones(), &[true, false], false);
+        let keys: Vec<&str> = out[0].records.iter().map(|r| text(&r.key)).collect();
+        assert_eq!(keys, ["SO-2"]);
+    }
+
+    fn reported(response: &BatchResponse) -> BTreeMap<String, i64> {
+        response
+            .batch_item_failures
+            .iter()
+            .map(|f| {
+                (
+                    f.item_identifier.partition.clone(),
+                    f.item_identifier.offset,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_undelivered_record_reports_its_partition_from_it_and_no_other() {
+        let plan = plan(
+            vec![
+                partition(
+                    0,
+                    vec![
+                        record(0, 10, order("SO-1", "Jones")),
+                        record(0, 11, order("SO-2", "Jones")),
+                        record(0, 12, order("SO-3", "Jones")),
+                    ],
+                ),
+                partition(1, vec![record(1, 20, order("SO-4", "Jones"))]),
+            ],
+            PoisonPolicy::DeadLetter,
+        );
+        let undelivered = [Undelivered {
+            partition: PartitionKey::new("orders-0"),
+            offset: 11,
+            reason: "broker down".into(),
+        }];
+        let response = response(&plan, WriteOutcome::Committed, &undelivered);
+        assert_eq!(
+            reported(&response),
+            BTreeMap::from([("orders-0".into(), 11)])
+        );
+        assert_eq!(redelivered_records(&plan, &response), 2);
+        assert_eq!(
+            reported(&super::response(
+                &plan,
+                WriteOutcome::NotWritten,
+                &undelivered
+            )),
+            BTreeMap::from([("orders-0".into(), 10), ("orders-1".into(), 20)]),
+            "nothing written: every partition from its first pending record"
+        );
+        assert!(super::response(&plan, WriteOutcome::Committed, &[])
+            .batch_item_failures
+            .is_empty());
+    }
+
+    #[test]
+    fn a_reported_poison_record_and_a_failed_delivery_report_the_earlier_offset() {
+        let plan = plan(
+            vec![partition(
+                0,
+                vec![
+                    record(0, 1, order("SO-1", "Jones")),
+                    record(0, 2, order("SO-2", "Jones")),
+                    record(0, 3, poison()),
+                ],
+            )],
+            PoisonPolicy::Report,
+        );
+        let late = [Undelivered {
+            partition: PartitionKey::new("orders-0"),
+            offset: 2,
+            reason: "timed out".into(),
+        }];
+        assert_eq!(
+            reported(&response(&plan, WriteOutcome::Committed, &late)),
+            BTreeMap::from([("orders-0".into(), 2)])
+        );
+        assert_eq!(
+            reported(&response(&plan, WriteOutcome::Committed, &[])),
+            BTreeMap::from([("orders-0".into(), 3)])
+        );
+    }
+}

@@ -1,0 +1,599 @@
+//! The output topic's producer: one idempotent librdkafka producer per execution environment,
+//! built at init (no network), reused by every invocation, and built again after a fatal
+//! error, a refused authentication, or when its MSK IAM token would expire before the next
+//! refresh (an environment frozen for longer than the token lives).
+//!
+//! An invocation enqueues its records partition by partition in offset order, then waits for
+//! every delivery report, never past its deadline. A partition whose record was not delivered
+//! is reported from that record; the partition's later records are not enqueued once a failure
+//! is known. Records still queued at the deadline are purged so that they are not sent after
+//! the function has answered; records already sent may still be acknowledged, and the
+//! redelivery then produces them again (at least once: the source headers identify them).
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::client::{ClientContext, OAuthToken};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _, PurgeConfig};
+use rdkafka::types::RDKafkaRespErr;
+use tokio::sync::Notify;
+
+use crate::config::{KafkaSink, SaslMechanism};
+use crate::credentials::KafkaUser;
+use crate::msk_iam;
+use crate::output::{Destination, PartitionOutput, Undelivered};
+use crate::summary::millis;
+
+/// Rebuild the producer when its token has less than this left: librdkafka refreshes at 80%
+/// of the lifetime, so only a frozen environment gets this close.
+const TOKEN_MIN_LEFT: Duration = Duration::from_secs(60);
+
+/// The longest the first invocation spends asking the brokers whether the topics exist.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Below the brokers' own idle limit (Kafka's and MSK's default is 10 minutes), so that the
+/// client closes idle connections before the broker does and never writes to a dead socket.
+const CONNECTIONS_MAX_IDLE_MS: &str = "300000";
+
+/// New producers one invocation may build after fatal errors before it reports the records.
+const MAX_REBUILDS: usize = 2;
+
+/// The `client.id` the brokers see.
+const CLIENT_ID: &str = "msk-order-enricher";
+
+/// Why the producer could not be built (a setting librdkafka refuses).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the Kafka producer could not be created: {0}")]
+pub struct ProducerError(String);
+
+/// What producing an invocation's records did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProduceReport {
+    /// Records acknowledged by the brokers.
+    pub delivered: usize,
+    /// Per partition, the first record that was not delivered.
+    pub undelivered: Vec<Undelivered>,
+    /// Milliseconds from the first enqueue to the last delivery report.
+    pub produce_ms: u64,
+    /// Whether the producer was built again before this invocation's records.
+    pub rebuilt: bool,
+}
+
+/// One round of enqueueing and waiting.
+struct Attempt {
+    delivered: usize,
+    /// This producer cannot deliver any more (fatal error, or its id or epoch refused).
+    producer_lost: bool,
+    /// Per partition: the position (in its records) and report of the first undelivered one.
+    failed: Vec<Option<(usize, Undelivered)>>,
+}
+
+/// The output topic and the producer that writes to it.
+pub struct OutputProducer {
+    sink: KafkaSink,
+    user: Option<KafkaUser>,
+    current: Mutex<Arc<Built>>,
+    topics_confirmed: AtomicBool,
+}
+
+/// A producer and what its callbacks learned.
+struct Built {
+    producer: FutureProducer<Callbacks>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Expiry of the last MSK IAM token (epoch ms); 0 before the first.
+    token_expires_at_ms: AtomicI64,
+    /// Set after a fatal error or a refused authentication: the next invocation builds anew.
+    broken: AtomicBool,
+    /// The brokers refused authentication: stop waiting for delivery reports.
+    authentication_failed: Notify,
+    /// The last error librdkafka reported for the client (not for a record), for the reasons.
+    last_error: Mutex<Option<String>>,
+}
+
+/// librdkafka's callbacks, on its own threads.
+struct Callbacks {
+    iam: bool,
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for Callbacks {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => tracing::error!(facility, "librdkafka: {message}"),
+            RDKafkaLogLevel::Warning => tracing::warn!(facility, "librdkafka: {message}"),
+            _ => tracing::debug!(facility, "librdkafka: {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(error = %error, "Kafka client error: {reason}");
+        if let Ok(mut last) = self.shared.last_error.lock() {
+            *last = Some(reason.to_owned());
+        }
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Authentication) {
+            self.shared.broken.store(true, Ordering::Relaxed);
+            self.shared.authentication_failed.notify_one();
+        }
+    }
+
+    // Called on librdkafka's thread, which waits for the answer: signing is synchronous and
+    // needs no network (the credentials are the role's, in the environment).
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        if !self.iam {
+            return Err("OAUTHBEARER is only used for AWS_MSK_IAM".into());
+        }
+        let (credentials, region) = msk_iam::credentials_from(|name| std::env::var(name).ok())?;
+        let token = msk_iam::sign_token(&credentials, &region, SystemTime::now())?;
+        self.shared
+            .token_expires_at_ms
+            .store(token.expires_at_ms, Ordering::Relaxed);
+        Ok(OAuthToken {
+            token: token.value,
+            principal_name: CLIENT_ID.to_owned(),
+            lifetime_ms: token.expires_at_ms,
+        })
+    }
+}
+
+impl rdkafka::producer::ProducerContext for Callbacks {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
+impl OutputProducer {
+    /// Builds the producer (no connection yet: it connects on the first record).
+    pub fn new(sink: KafkaSink, user: Option<KafkaUser>) -> Result<Self, ProducerError> {
+        let built = build(&sink, user.as_ref())?;
+        Ok(Self {
+            sink,
+            user,
+            current: Mutex::new(Arc::new(built)),
+            topics_confirmed: AtomicBool::new(false),
+        })
+    }
+
+    /// The output topic.
+    pub fn topic(&self) -> &str {
+        &self.sink.topic
+    }
+
+    /// Produces `partitions`' records and waits for their delivery reports until `deadline`
+    /// (or `KAFKA_DELIVERY_TIMEOUT_MS` when there is none).
+    pub async fn produce(
+        &self,
+        partitions: &[PartitionOutput],
+        deadline: Option<Instant>,
+    ) -> ProduceReport {
+        let mut report = ProduceReport::default();
+        if partitions.iter().all(|p| p.records.is_empty()) {
+            return report;
+        }
+        let end = deadline.unwrap_or_else(|| Instant::now() + self.sink.delivery_timeout);
+        let (built, rebuilt) = self.ready().await;
+        report.rebuilt = rebuilt;
+        let started = Instant::now();
+        if !self.topics_confirmed.load(Ordering::Relaxed) {
+            match self.check_topics(&built, end).await {
+                Ok(confirmed) => self.topics_confirmed.store(confirmed, Ordering::Relaxed),
+                Err(reason) => {
+                    report.undelivered = partitions
+                        .iter()
+                        .filter_map(|p| p.records.first().map(|r| (p, r.offset)))
+                        .map(|(p, offset)| Undelivered {
+                            partition: p.key.clone(),
+                            offset,
+                            reason: reason.clone(),
+                        })
+                        .collect();
+                    return report;
+                }
+            }
+        }
+
+        // Where each partition starts: its first record, then after a fatal error the first
+        // record that was not delivered.
+        let mut starts: Vec<Option<usize>> = vec![Some(0); partitions.len()];
+        let mut built = built;
+        let mut failed;
+        let mut rebuilds = 0;
+        loop {
+            let attempt = self.attempt(&built, partitions, &starts, end).await;
+            report.delivered += attempt.delivered;
+            failed = attempt.failed;
+            // A fatal error, or a broker that no longer accepts this producer's id or epoch,
+            // ends this producer, not the brokers: a new one can still deliver in time.
+            if !attempt.producer_lost || rebuilds == MAX_REBUILDS || Instant::now() >= end {
+                break;
+            }
+            rebuilds += 1;
+            (built, _) = self.ready().await;
+            report.rebuilt = true;
+            starts = failed
+                .iter()
+                .map(|slot| slot.as_ref().map(|(position, _)| *position))
+                .collect();
+            tracing::warn!(
+                partitions = starts.iter().flatten().count(),
+                "producing the undelivered records again with a new producer"
+            );
+        }
+        report.undelivered = failed
+            .into_iter()
+            .flatten()
+            .map(|(_, undelivered)| undelivered)
+            .collect();
+        report.produce_ms = millis(started.elapsed());
+        report
+    }
+
+    /// Enqueues each partition's records from `starts[i]` on and waits for their reports.
+    async fn attempt(
+        &self,
+        built: &Built,
+        partitions: &[PartitionOutput],
+        starts: &[Option<usize>],
+        end: Instant,
+    ) -> Attempt {
+        let mut delivered = 0;
+        let mut producer_lost = false;
+        let mut failed: Vec<Option<(usize, Undelivered)>> = vec![None; partitions.len()];
+        let mut pending = Vec::with_capacity(partitions.iter().map(|p| p.records.len()).sum());
+        'partitions: for (index, partition) in partitions.iter().enumerate() {
+            let Some(first) = starts.get(index).copied().flatten() else {
+                continue;
+            };
+            for (position, record) in partition.records.iter().enumerate().skip(first) {
+                let topic = match record.destination {
+                    Destination::Orders => self.sink.topic.as_str(),
+                    Destination::DeadLetters => match &self.sink.dead_letter_topic {
+                        Some(topic) => topic.as_str(),
+                        None => continue,
+                    },
+                };
+                let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+                for (name, value) in &record.headers {
+                    headers = headers.insert(Header {
+                        key: name,
+                        value: value.as_deref(),
+                    });
+                }
+                let mut message = FutureRecord::<[u8], [u8]>::to(topic).headers(headers);
+                if let Some(key) = &record.key {
+                    message = message.key(&key[..]);
+                }
+                if let Some(value) = &record.value {
+                    message = message.payload(&value[..]);
+                }
+                loop {
+                    match built.producer.send_result(message) {
+                        Ok(delivery) => {
+                            pending.push((index, position, record.offset, delivery));
+                            break;
+                        }
+                        // librdkafka's queue is full: wait for deliveries to make room.
+                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                            if Instant::now() < end =>
+                        {
+                            message = back;
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        Err((error, _)) => {
+                            failed[index] = Some((
+                                position,
+                                Undelivered {
+                                    partition: partition.key.clone(),
+                                    offset: record.offset,
+                                    reason: self.describe(&error, built, topic),
+                                },
+                            ));
+                            continue 'partitions;
+                        }
+                    }
+                }
+            }
+        }
+
+        let mut out_of_time = false;
+        let mut end = end;
+        let mut refused: Option<String> = None;
+        for (index, position, offset, delivery) in pending {
+            if failed[index].is_some() {
+                continue;
+            }
+            let mut delivery = std::pin::pin!(delivery);
+            let waited = if refused.is_none() {
+                tokio::select! {
+                    outcome = tokio::time::timeout_at(end.into(), &mut delivery) => Some(outcome),
+                    () = built.shared.authentication_failed.notified() => None,
+                }
+            } else {
+                None
+            };
+            let outcome = match waited {
+                Some(outcome) => outcome,
+                None => {
+                    // Authentication was refused: no report is coming. Take the ones already
+                    // in and stop waiting for the rest.
+                    refused.get_or_insert_with(|| {
+                        format!(
+                            "the brokers refused authentication: {} (check KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM and KAFKA_SECRET_ARN, or the role's kafka-cluster:Connect permission)",
+                            last_error(built).unwrap_or_else(|| "no reason given".to_owned())
+                        )
+                    });
+                    end = Instant::now();
+                    tokio::time::timeout_at(end.into(), &mut delivery).await
+                }
+            };
+            let topic = self.sink.topic.as_str();
+            let reason = match outcome {
+                Ok(Ok(Ok(_))) => {
+                    delivered += 1;
+                    continue;
+                }
+                Ok(Ok(Err((error, _)))) => {
+                    producer_lost |= error.rdkafka_error_code().is_some_and(ends_the_producer);
+                    self.describe(&error, built, topic)
+                }
+                Ok(Err(_)) => "the producer was closed before the delivery report".to_owned(),
+                Err(_) => {
+                    out_of_time = true;
+                    match &refused {
+                        Some(reason) => reason.clone(),
+                        None => {
+                            let mut reason = "no delivery report before the deadline (the function's timeout minus DEADLINE_MARGIN_MS)".to_owned();
+                            if let Some(error) = last_error(built) {
+                                reason.push_str(&format!("; the client's last error: {error}"));
+                            }
+                            reason
+                        }
+                    }
+                }
+            };
+            failed[index] = Some((
+                position,
+                Undelivered {
+                    partition: partitions[index].key.clone(),
+                    offset,
+                    reason,
+                },
+            ));
+        }
+        if out_of_time {
+            // Not sent yet: never sent after the answer. Sent ones may still be acknowledged.
+            built.producer.purge(PurgeConfig::default().queue());
+        }
+        if let Some((code, reason)) = built.producer.client().fatal_error() {
+            tracing::error!(code = ?code, "the producer hit a fatal error ({reason}); building a new one");
+            producer_lost = true;
+        }
+        if producer_lost {
+            built.shared.broken.store(true, Ordering::Relaxed);
+        }
+        Attempt {
+            delivered,
+            failed,
+            producer_lost,
+        }
+    }
+
+    /// The producer to use, built again first when the last one broke or its token is stale.
+    async fn ready(&self) -> (Arc<Built>, bool) {
+        let current = match self.current.lock() {
+            Ok(current) => Arc::clone(&current),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        };
+        let stale_token = self.sink.sasl == Some(SaslMechanism::AwsMskIam) && {
+            let expires = current.shared.token_expires_at_ms.load(Ordering::Relaxed);
+            let left_ms = i64::try_from(TOKEN_MIN_LEFT.as_millis()).unwrap_or(i64::MAX);
+            expires != 0 && expires - epoch_ms() < left_ms
+        };
+        if !current.shared.broken.load(Ordering::Relaxed) && !stale_token {
+            return (current, false);
+        }
+        match build(&self.sink, self.user.as_ref()) {
+            Ok(fresh) => {
+                let fresh = Arc::new(fresh);
+                let old = match self.current.lock() {
+                    Ok(mut slot) => std::mem::replace(&mut *slot, Arc::clone(&fresh)),
+                    Err(poisoned) => {
+                        std::mem::replace(&mut *poisoned.into_inner(), Arc::clone(&fresh))
+                    }
+                };
+                tracing::info!(stale_token, "Kafka producer built again");
+                // Dropping a producer purges and flushes for up to 500 ms: not on this thread.
+                drop(current);
+                tokio::task::spawn_blocking(move || drop(old));
+                (fresh, true)
+            }
+            Err(error) => {
+                tracing::error!("{error}; keeping the previous producer");
+                (current, false)
+            }
+        }
+    }
+
+    /// Asks the brokers whether the topics exist. `Err` when they say one does not; `Ok(false)`
+    /// when they could not be asked (the deliveries then wait for the brokers).
+    async fn check_topics(&self, built: &Arc<Built>, end: Instant) -> Result<bool, String> {
+        let timeout = end
+            .saturating_duration_since(Instant::now())
+            .min(METADATA_TIMEOUT);
+        let mut topics = vec![("OUTPUT_TOPIC", self.sink.topic.clone())];
+        if let Some(topic) = &self.sink.dead_letter_topic {
+            topics.push(("DEAD_LETTER_TOPIC", topic.clone()));
+        }
+        let built = Arc::clone(built);
+        let servers = self.sink.bootstrap_servers.clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            for (variable, topic) in topics {
+                let metadata = match built.producer.client().fetch_metadata(Some(&topic), timeout) {
+                    Ok(metadata) => metadata,
+                    Err(error) => {
+                        tracing::warn!(error = %error, "could not read the topics' metadata; producing anyway");
+                        return Ok(false);
+                    }
+                };
+                let error = metadata
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == topic)
+                    .map_or(Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART), |t| t.error());
+                match error {
+                    None => {}
+                    Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => {
+                        return Err(format!(
+                            "{variable} {topic:?} does not exist on the brokers of KAFKA_BOOTSTRAP_SERVERS ({servers})"
+                        ))
+                    }
+                    Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED) => {
+                        return Err(format!(
+                            "{variable} {topic:?}: the function may not describe it (kafka-cluster:DescribeTopic)"
+                        ))
+                    }
+                    Some(other) => {
+                        return Err(format!(
+                            "{variable} {topic:?}: the brokers answered {:?}",
+                            RDKafkaErrorCode::from(other)
+                        ))
+                    }
+                }
+            }
+            Ok(true)
+        })
+        .await;
+        answer.unwrap_or(Ok(false))
+    }
+
+    /// A record's failure, with the setting or permission to check.
+    fn describe(&self, error: &KafkaError, built: &Built, topic: &str) -> String {
+        let hint = match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
+                format!(" (topic {topic:?} does not exist on KAFKA_BOOTSTRAP_SERVERS: check OUTPUT_TOPIC and DEAD_LETTER_TOPIC)")
+            }
+            Some(RDKafkaErrorCode::TopicAuthorizationFailed) => {
+                format!(" (the function may not write to {topic:?}: kafka-cluster:WriteData)")
+            }
+            Some(RDKafkaErrorCode::ClusterAuthorizationFailed) => {
+                " (the idempotent producer needs kafka-cluster:WriteDataIdempotently on the cluster)"
+                    .to_owned()
+            }
+            Some(RDKafkaErrorCode::MessageTimedOut) => {
+                let mut hint = " (not acknowledged within KAFKA_DELIVERY_TIMEOUT_MS".to_owned();
+                if let Some(last) = last_error(built) {
+                    hint.push_str(&format!("; the client's last error: {last}"));
+                }
+                hint.push(')');
+                hint
+            }
+            _ => String::new(),
+        };
+        format!("{error}{hint}")
+    }
+}
+
+/// Errors after which the brokers will not take records from this producer's id and epoch
+/// (after a leader change or a long idle, or a broker that does not support bumping the epoch):
+/// only a new producer, with a new id, can deliver.
+fn ends_the_producer(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+            | RDKafkaErrorCode::InvalidProducerIdMapping
+            | RDKafkaErrorCode::UnknownProducerId
+            | RDKafkaErrorCode::OutOfOrderSequenceNumber
+            | RDKafkaErrorCode::Fatal
+    )
+}
+
+fn last_error(built: &Built) -> Option<String> {
+    built
+        .shared
+        .last_error
+        .lock()
+        .ok()
+        .and_then(|last| last.clone())
+}
+
+fn build(sink: &KafkaSink, user: Option<&KafkaUser>) -> Result<Built, ProducerError> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &sink.bootstrap_servers)
+        .set("client.id", CLIENT_ID)
+        // Idempotence keeps each partition's records in order and without duplicates across
+        // the client's own retries; it implies acks=all, which is set for clarity.
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        // lz4: compiled into librdkafka (no further C library in the binary), and the
+        // cheapest on CPU of the codecs for JSON, where Lambda pays for every millisecond.
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5")
+        // Kafka's Java partitioner: an order lands where any Java or Kafka Streams client
+        // keyed by its number would put it.
+        .set("partitioner", "murmur2_random")
+        .set(
+            "message.timeout.ms",
+            sink.delivery_timeout.as_millis().to_string(),
+        )
+        // A frozen and thawed environment may hold sockets the network has forgotten.
+        .set("socket.keepalive.enable", "true")
+        .set("connections.max.idle.ms", CONNECTIONS_MAX_IDLE_MS)
+        .set("reconnect.backoff.max.ms", "1000")
+        // A mistyped topic must fail, not be created.
+        .set("allow.auto.create.topics", "false")
+        .set("security.protocol", sink.protocol.as_str());
+    if sink.protocol.uses_tls() {
+        match &sink.ca_location {
+            Some(path) => config.set("ssl.ca.location", path.to_string_lossy()),
+            // The binary's OpenSSL is vendored: let librdkafka find the system's roots.
+            None => config.set("ssl.ca.location", "probe"),
+        };
+    }
+    let iam = sink.sasl == Some(SaslMechanism::AwsMskIam);
+    match sink.sasl {
+        None => {}
+        Some(SaslMechanism::AwsMskIam) => {
+            config.set("sasl.mechanism", "OAUTHBEARER");
+        }
+        Some(mechanism) => {
+            config.set("sasl.mechanism", mechanism.as_str());
+            if let Some(user) = user {
+                config
+                    .set("sasl.username", &user.username)
+                    .set("sasl.password", &user.password);
+            }
+        }
+    }
+    let shared = Arc::new(Shared::default());
+    let callbacks = Callbacks {
+        iam,
+        shared: Arc::clone(&shared),
+    };
+    let producer = config
+        .create_with_context(callbacks)
+        .map_err(|error| ProducerError(error.to_string()))?;
+    Ok(Built { producer, shared })
+}
+
+fn epoch_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
