@@ -285,6 +285,35 @@ pub const KAFKA_SECRET_ARN: &str = "KAFKA_SECRET_ARN";
 pub const KAFKA_SSL_CA_LOCATION: &str = "KAFKA_SSL_CA_LOCATION";
 /// See the README's configuration table.
 pub const KAFKA_DELIVERY_TIMEOUT_MS: &str = "KAFKA_DELIVERY_TIMEOUT_MS";
+/// Every variable the function reads (the template may set no other).
+pub const VARIABLES: &[&str] = &[
+    DATABASE_URL,
+    DB_SECRET_ARN,
+    DB_HOST,
+    DB_PORT,
+    DB_NAME,
+    DB_SSL_MODE,
+    DB_SSL_ROOT_CERT,
+    DB_POOL_SIZE,
+    DB_CONNECT_TIMEOUT_MS,
+    CACHE_TTL_SECONDS,
+    CACHE_MAX_ENTRIES,
+    POISON_RECORD_POLICY,
+    DEADLINE_MARGIN_MS,
+    DB_RETRY_LIMIT_MS,
+    DB_STATEMENT_TIMEOUT_MS,
+    METRICS_NAMESPACE,
+    METRICS_DIMENSIONS,
+    SINKS,
+    KAFKA_BOOTSTRAP_SERVERS,
+    OUTPUT_TOPIC,
+    DEAD_LETTER_TOPIC,
+    KAFKA_SECURITY_PROTOCOL,
+    KAFKA_SASL_MECHANISM,
+    KAFKA_SECRET_ARN,
+    KAFKA_SSL_CA_LOCATION,
+    KAFKA_DELIVERY_TIMEOUT_MS,
+];
 /// The namespace when `METRICS_NAMESPACE` is not set.
 pub const DEFAULT_METRICS_NAMESPACE: &str = "MskOrderEnricher";
 

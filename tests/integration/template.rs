@@ -196,8 +196,106 @@ fn wiring_problems(template: &Value, cargo: &toml::Table) -> Vec<String> {
             "the default on-failure destination is {default_destination:?}, which does not keep the records; S3 does"
         ));
     }
+    problems.extend(kafka_sink_problems(template, &properties));
     if event.get("ProvisionedPollerConfig").is_none() {
         problems.push("no ProvisionedPollerConfig: retry limits and the on-failure destination need provisioned mode".to_owned());
+    }
+    problems
+}
+
+/// Every mapping with a `Sid` under `value`, by Sid, with its actions.
+fn statements(value: &Value, found: &mut Vec<(String, Vec<String>)>) {
+    match value {
+        Value::Mapping(map) => {
+            if let Some(sid) = map.get("Sid").and_then(Value::as_str) {
+                let actions = match map.get("Action") {
+                    Some(Value::String(action)) => vec![action.clone()],
+                    Some(Value::Sequence(actions)) => actions
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect(),
+                    _ => vec![],
+                };
+                found.push((sid.to_owned(), actions));
+            }
+            map.values().for_each(|v| statements(v, found));
+        }
+        Value::Sequence(items) => items.iter().for_each(|v| statements(v, found)),
+        Value::Tagged(tagged) => statements(&tagged.value, found),
+        _ => {}
+    }
+}
+
+/// The output topic: variables the function knows, the sinks it accepts, the permissions the
+/// idempotent producer needs, and an alarm on undelivered records.
+fn kafka_sink_problems(template: &Value, properties: &Value) -> Vec<String> {
+    use msk_order_enricher::config::VARIABLES;
+    use msk_order_enricher::metrics::names::PRODUCE_FAILURES;
+
+    let mut problems = Vec::new();
+    let variables = get(properties, &["Environment", "Variables"])
+        .and_then(Value::as_mapping)
+        .cloned()
+        .unwrap_or_default();
+    for name in variables.keys().filter_map(Value::as_str) {
+        if !VARIABLES.contains(&name) {
+            problems.push(format!("the function reads no variable {name}"));
+        }
+    }
+    let sinks = get(template, &["Parameters", "Sinks"]);
+    let allowed: Vec<&str> = sinks
+        .and_then(|p| p.get("AllowedValues"))
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if allowed
+        .iter()
+        .any(|v| !["postgres", "postgres,kafka", "kafka"].contains(v))
+    {
+        problems.push(format!(
+            "Sinks allows {allowed:?}; the function knows postgres, postgres,kafka and kafka"
+        ));
+    }
+    if sinks.and_then(|p| p.get("Default")).and_then(Value::as_str) != Some("postgres") {
+        problems.push("Sinks does not default to postgres".to_owned());
+    }
+    let mut found = Vec::new();
+    statements(
+        properties.get("Policies").unwrap_or(&Value::Null),
+        &mut found,
+    );
+    let grants = |sid: &str, action: &str| {
+        found
+            .iter()
+            .any(|(s, actions)| s == sid && actions.iter().any(|a| a == action))
+    };
+    for (sid, action) in [
+        ("WriteOutputTopic", "kafka-cluster:WriteData"),
+        ("WriteOutputTopic", "kafka-cluster:DescribeTopic"),
+        ("ProduceIdempotently", "kafka-cluster:WriteDataIdempotently"),
+    ] {
+        if !grants(sid, action) {
+            problems.push(format!(
+                "no {sid} statement granting {action}: the producer would be refused"
+            ));
+        }
+    }
+    let alarmed = get(template, &["Resources"])
+        .and_then(Value::as_mapping)
+        .into_iter()
+        .flat_map(|resources| resources.values())
+        .any(|r| {
+            r.get("Type").and_then(Value::as_str) == Some("AWS::CloudWatch::Alarm")
+                && get(r, &["Properties", "MetricName"]).and_then(Value::as_str)
+                    == Some(PRODUCE_FAILURES)
+        });
+    if !alarmed {
+        problems.push(format!(
+            "no alarm on {PRODUCE_FAILURES}: undelivered records would go unnoticed"
+        ));
     }
     problems
 }
@@ -217,7 +315,7 @@ fn the_template_wires_the_mapping_safely() {
 
 #[test]
 fn each_dangerous_mistake_is_caught() {
-    let mistakes: [(&str, &str, &str); 8] = [
+    let mistakes: [(&str, &str, &str); 11] = [
         (
             "FunctionResponseTypes: [ReportBatchItemFailures]",
             "FunctionResponseTypes: []",
@@ -248,6 +346,21 @@ fn each_dangerous_mistake_is_caught() {
             "            DestinationConfig:\n",
             "            UnusedDestinationConfig:\n",
             "no on-failure destination",
+        ),
+        (
+            "Action: kafka-cluster:WriteDataIdempotently",
+            "Action: kafka-cluster:WriteData",
+            "WriteDataIdempotently",
+        ),
+        (
+            "MetricName: ProduceFailures",
+            "MetricName: ProduceFailure",
+            "no alarm on ProduceFailures",
+        ),
+        (
+            "          SINKS: !Ref Sinks",
+            "          SINK: !Ref Sinks",
+            "the function reads no variable SINK",
         ),
         (
             "    Default: S3\n    AllowedValues: [S3, SQS]",

@@ -1,0 +1,23 @@
+# What building the function needs besides cargo: librdkafka (the output topic's producer) is
+# compiled from source with a C compiler, make and CMake. Sourced by the scripts that build.
+#
+# build_tools_check: says everything that is missing and returns 1, or puts a CMake on the
+# PATH (the system's, else the one scripts/test installs into .local/venv) and returns 0.
+build_tools_check() {
+  local missing=0
+  if ! command -v cc >/dev/null 2>&1 || ! command -v make >/dev/null 2>&1; then
+    echo "missing: a C compiler and make (librdkafka is compiled from source;" >&2
+    echo "         Debian/Ubuntu: sudo apt-get install -y build-essential)" >&2
+    missing=1
+  fi
+  if ! command -v cmake >/dev/null 2>&1; then
+    if [ -x .local/venv/bin/cmake ]; then
+      export PATH="$PWD/.local/venv/bin:$PATH"
+    else
+      echo "missing: cmake (librdkafka is built with CMake; Debian/Ubuntu: sudo apt-get install -y cmake," >&2
+      echo "         or run scripts/test once, which installs it into .local/venv from PyPI)" >&2
+      missing=1
+    fi
+  fi
+  return "$missing"
+}
