@@ -712,6 +712,139 @@ mod broker_tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_stream_through_both_sinks_puts_every_order_on_the_output_topic_as_in_the_table() {
+        let output = "enriched-stream";
+        kafka::ensure_topic(&connection(), output, 2).await.unwrap();
+        let db = fresh_db().await;
+        let servers = bootstrap_servers();
+        let function = function_with(
+            &db.url,
+            "dead-letter",
+            &[
+                ("SINKS", "postgres,kafka"),
+                ("KAFKA_BOOTSTRAP_SERVERS", &servers),
+                ("OUTPUT_TOPIC", output),
+                ("KAFKA_SECURITY_PROTOCOL", "plaintext"),
+            ],
+        )
+        .await;
+        let mut input =
+            FileTopic::from_lines("orders", 3, &keyed_by_order_no(), &stream_lines(), now_ms());
+        let placed: BTreeMap<String, (i32, i64)> = input
+            .poll()
+            .into_iter()
+            .map(|r| {
+                (
+                    String::from_utf8(r.key.unwrap()).unwrap(),
+                    (r.partition, r.offset),
+                )
+            })
+            .collect();
+        let mut stream = Source::File(FileTopic::from_lines(
+            "orders",
+            3,
+            &keyed_by_order_no(),
+            &stream_lines(),
+            now_ms(),
+        ));
+        let summary = run_to_the_end(
+            &options(
+                Settings {
+                    batch_size: 2,
+                    ..Settings::default()
+                },
+                &servers,
+            ),
+            &mut stream,
+            function,
+            &Destination::None,
+        )
+        .await;
+        assert_eq!((summary.retries, summary.on_failure_batches), (0, 0));
+        assert_eq!(order_numbers(&db.pool).await, all_orders());
+
+        let mut reader = source(output, "check-stream").await;
+        let mut records = Vec::new();
+        let until = std::time::Instant::now() + Duration::from_secs(60);
+        while records.len() < 11 && std::time::Instant::now() < until {
+            records.extend(reader.poll(Duration::from_millis(500), 100).await.unwrap());
+        }
+        records.extend(reader.poll(Duration::from_millis(500), 100).await.unwrap());
+        let header = |r: &esm_local::batch::SourceRecord, name: &str| -> String {
+            let (_, value) = r.headers.iter().find(|(n, _)| n == name).unwrap();
+            String::from_utf8(value.clone()).unwrap()
+        };
+        let mut keys: Vec<String> = records
+            .iter()
+            .map(|r| String::from_utf8(r.key.clone().unwrap()).unwrap())
+            .collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            all_orders(),
+            "every good order once, the poison record not"
+        );
+        for record in &records {
+            let key = String::from_utf8(record.key.clone().unwrap()).unwrap();
+            let (partition, offset) = placed[&key];
+            assert_eq!(
+                (
+                    header(record, "source-topic"),
+                    header(record, "source-partition"),
+                    header(record, "source-offset")
+                ),
+                (
+                    "orders".to_owned(),
+                    partition.to_string(),
+                    offset.to_string()
+                ),
+                "{key}"
+            );
+            let value: Value = serde_json::from_slice(record.value.as_deref().unwrap()).unwrap();
+            assert_eq!(value["OrderNo"], key.as_str());
+            let address: Option<String> =
+                sqlx::query_scalar("SELECT address FROM enriched_orders WHERE order_no = $1")
+                    .bind(&key)
+                    .fetch_one(&db.pool)
+                    .await
+                    .unwrap();
+            assert_eq!(value["Address"].as_str(), address.as_deref(), "{key}");
+        }
+        let so1 = records
+            .iter()
+            .find(|r| r.key.as_deref() == Some(&b"SO-001"[..]))
+            .unwrap();
+        let value: Value = serde_json::from_slice(so1.value.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            (
+                value["Address"].as_str(),
+                value["Longitude"].to_string(),
+                value["Latitude"].to_string()
+            ),
+            (
+                Some("1745 T Street Southeast"),
+                "-76.979235".to_owned(),
+                "38.867033".to_owned()
+            )
+        );
+        // Records of one input partition that share an output partition keep their order.
+        let mut last: BTreeMap<(i32, String), i64> = BTreeMap::new();
+        let mut ordered = records.clone();
+        ordered.sort_by_key(|r| (r.partition, r.offset));
+        for record in &ordered {
+            let source_offset: i64 = header(record, "source-offset").parse().unwrap();
+            let previous = last.insert(
+                (record.partition, header(record, "source-partition")),
+                source_offset,
+            );
+            assert!(
+                previous.is_none_or(|p| p < source_offset),
+                "out of order: {ordered:?}"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn report_policy_over_a_broker_gives_up_on_the_poison_batch_and_goes_on() {
         let topic = "orders-report";
         kafka::ensure_topic(&connection(), topic, 3).await.unwrap();
