@@ -1,6 +1,6 @@
 //! The output topic's producer: one idempotent librdkafka producer per execution environment,
 //! built at init (no network), reused by every invocation, and built again after a fatal
-//! error, a refused authentication, or when its MSK IAM token would expire before the next
+//! error, a refused connection, or when its MSK IAM token would expire before the next
 //! refresh (an environment frozen for longer than the token lives).
 //!
 //! An invocation enqueues its records partition by partition in offset order, then waits for
@@ -92,8 +92,9 @@ struct Shared {
     token_expires_at_ms: AtomicI64,
     /// Set after a fatal error or a refused authentication: the next invocation builds anew.
     broken: AtomicBool,
-    /// The brokers refused authentication: stop waiting for delivery reports.
-    authentication_failed: Notify,
+    /// The brokers refused the connection (authentication, or a certificate that does not
+    /// verify): no delivery report is coming, stop waiting for them.
+    refused: Notify,
     /// The last error librdkafka reported for the client (not for a record), for the reasons.
     last_error: Mutex<Option<String>>,
 }
@@ -123,9 +124,15 @@ impl ClientContext for Callbacks {
         if let Ok(mut last) = self.shared.last_error.lock() {
             *last = Some(reason.to_owned());
         }
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Authentication) {
+        let refused = match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::Authentication) => true,
+            // Other TLS errors can be a connection cut mid-handshake; these cannot.
+            Some(RDKafkaErrorCode::SSL) => reason.contains("certificate verify failed"),
+            _ => false,
+        };
+        if refused {
             self.shared.broken.store(true, Ordering::Relaxed);
-            self.shared.authentication_failed.notify_one();
+            self.shared.refused.notify_one();
         }
     }
 
@@ -320,7 +327,7 @@ impl OutputProducer {
             let waited = if refused.is_none() {
                 tokio::select! {
                     outcome = tokio::time::timeout_at(end.into(), &mut delivery) => Some(outcome),
-                    () = built.shared.authentication_failed.notified() => None,
+                    () = built.shared.refused.notified() => None,
                 }
             } else {
                 None
@@ -328,11 +335,11 @@ impl OutputProducer {
             let outcome = match waited {
                 Some(outcome) => outcome,
                 None => {
-                    // Authentication was refused: no report is coming. Take the ones already
+                    // The connection was refused: no report is coming. Take the ones already
                     // in and stop waiting for the rest.
                     refused.get_or_insert_with(|| {
                         format!(
-                            "the brokers refused authentication: {} (check KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM and KAFKA_SECRET_ARN, or the role's kafka-cluster:Connect permission)",
+                            "the brokers refused the connection: {} (check KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, KAFKA_SECRET_ARN and KAFKA_SSL_CA_LOCATION, or the role's kafka-cluster:Connect permission)",
                             last_error(built).unwrap_or_else(|| "no reason given".to_owned())
                         )
                     });
@@ -532,6 +539,19 @@ fn last_error(built: &Built) -> Option<String> {
 }
 
 fn build(sink: &KafkaSink, user: Option<&KafkaUser>) -> Result<Built, ProducerError> {
+    let shared = Arc::new(Shared::default());
+    let callbacks = Callbacks {
+        iam: sink.sasl == Some(SaslMechanism::AwsMskIam),
+        shared: Arc::clone(&shared),
+    };
+    let producer = client_config(sink, user)
+        .create_with_context(callbacks)
+        .map_err(|error| ProducerError(error.to_string()))?;
+    Ok(Built { producer, shared })
+}
+
+/// The producer's librdkafka settings.
+fn client_config(sink: &KafkaSink, user: Option<&KafkaUser>) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &sink.bootstrap_servers)
@@ -565,7 +585,6 @@ fn build(sink: &KafkaSink, user: Option<&KafkaUser>) -> Result<Built, ProducerEr
             None => config.set("ssl.ca.location", "probe"),
         };
     }
-    let iam = sink.sasl == Some(SaslMechanism::AwsMskIam);
     match sink.sasl {
         None => {}
         Some(SaslMechanism::AwsMskIam) => {
@@ -580,15 +599,7 @@ fn build(sink: &KafkaSink, user: Option<&KafkaUser>) -> Result<Built, ProducerEr
             }
         }
     }
-    let shared = Arc::new(Shared::default());
-    let callbacks = Callbacks {
-        iam,
-        shared: Arc::clone(&shared),
-    };
-    let producer = config
-        .create_with_context(callbacks)
-        .map_err(|error| ProducerError(error.to_string()))?;
-    Ok(Built { producer, shared })
+    config
 }
 
 fn epoch_ms() -> i64 {
@@ -596,4 +607,129 @@ fn epoch_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KafkaProtocol;
+
+    fn sink(protocol: KafkaProtocol, sasl: Option<SaslMechanism>) -> KafkaSink {
+        KafkaSink {
+            bootstrap_servers: "b-1:9098,b-2:9098".into(),
+            topic: "enriched-orders".into(),
+            dead_letter_topic: None,
+            protocol,
+            sasl,
+            secret_arn: None,
+            ca_location: None,
+            delivery_timeout: Duration::from_secs(120),
+        }
+    }
+
+    fn settings(config: &ClientConfig, names: &[&str]) -> Vec<Option<String>> {
+        names
+            .iter()
+            .map(|name| config.get(name).map(str::to_owned))
+            .collect()
+    }
+
+    #[test]
+    fn the_producer_is_idempotent_with_acks_all_lz4_and_the_delivery_timeout() {
+        let config = client_config(&sink(KafkaProtocol::Plaintext, None), None);
+        assert_eq!(
+            settings(
+                &config,
+                &[
+                    "bootstrap.servers",
+                    "enable.idempotence",
+                    "acks",
+                    "compression.type",
+                    "message.timeout.ms",
+                    "allow.auto.create.topics",
+                    "partitioner",
+                    "socket.keepalive.enable",
+                    "connections.max.idle.ms",
+                    "security.protocol",
+                    "sasl.mechanism",
+                    "ssl.ca.location",
+                ]
+            ),
+            [
+                Some("b-1:9098,b-2:9098"),
+                Some("true"),
+                Some("all"),
+                Some("lz4"),
+                Some("120000"),
+                Some("false"),
+                Some("murmur2_random"),
+                Some("true"),
+                Some("300000"),
+                Some("plaintext"),
+                None,
+                None,
+            ]
+            .map(|v| v.map(str::to_owned))
+        );
+    }
+
+    #[test]
+    fn msk_iam_uses_oauthbearer_over_tls_with_the_system_roots() {
+        let config = client_config(
+            &sink(KafkaProtocol::SaslSsl, Some(SaslMechanism::AwsMskIam)),
+            None,
+        );
+        assert_eq!(
+            settings(
+                &config,
+                &[
+                    "security.protocol",
+                    "sasl.mechanism",
+                    "ssl.ca.location",
+                    "sasl.username"
+                ]
+            ),
+            [Some("sasl_ssl"), Some("OAUTHBEARER"), Some("probe"), None]
+                .map(|v| v.map(str::to_owned))
+        );
+    }
+
+    #[test]
+    fn scram_takes_the_user_from_the_secret() {
+        let user = KafkaUser {
+            username: "enricher".into(),
+            password: "pw".into(),
+        };
+        let mut scram = sink(KafkaProtocol::SaslSsl, Some(SaslMechanism::ScramSha512));
+        scram.ca_location = Some("/etc/msk-ca.pem".into());
+        let config = client_config(&scram, Some(&user));
+        assert_eq!(
+            settings(
+                &config,
+                &[
+                    "sasl.mechanism",
+                    "sasl.username",
+                    "sasl.password",
+                    "ssl.ca.location"
+                ]
+            ),
+            [
+                Some("SCRAM-SHA-512"),
+                Some("enricher"),
+                Some("pw"),
+                Some("/etc/msk-ca.pem")
+            ]
+            .map(|v| v.map(str::to_owned))
+        );
+    }
+
+    #[test]
+    fn errors_that_end_a_producer_id_are_told_from_broker_trouble() {
+        assert!(ends_the_producer(RDKafkaErrorCode::ProducerFenced));
+        assert!(ends_the_producer(
+            RDKafkaErrorCode::OutOfOrderSequenceNumber
+        ));
+        assert!(!ends_the_producer(RDKafkaErrorCode::MessageTimedOut));
+        assert!(!ends_the_producer(RDKafkaErrorCode::NotLeaderForPartition));
+    }
 }

@@ -82,7 +82,14 @@ impl Dedicated {
     /// Starts tansu on a free port, telling clients to connect to `advertised_port` (a proxy in
     /// front of it, so that cutting the proxy cuts every connection the clients make).
     pub fn behind(advertised_port: u16) -> Self {
+        Self::start(Some(advertised_port), &[])
+    }
+
+    /// Starts tansu on a free port with `args` (e.g. `--authentication`), advertising
+    /// `advertised_port`, or its own port when `None`.
+    pub fn start(advertised_port: Option<u16>, args: &[&str]) -> Self {
         let port = crate::support::free_port();
+        let advertised = advertised_port.unwrap_or(port);
         let binary = tansu_binary();
         let mut child = Command::new(&binary)
             .args([
@@ -90,9 +97,10 @@ impl Dedicated {
                 "--listener-url",
                 &format!("tcp://127.0.0.1:{port}"),
                 "--advertised-listener-url",
-                &format!("tcp://127.0.0.1:{advertised_port}"),
+                &format!("tcp://127.0.0.1:{advertised}"),
             ])
             .args(["--storage-engine", "memory://tansu/"])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

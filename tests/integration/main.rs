@@ -8,6 +8,7 @@ mod support;
 mod decoding;
 mod enrichment;
 mod faults;
+mod kafka_auth;
 mod moto;
 mod outage;
 mod output;
