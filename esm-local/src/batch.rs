@@ -67,6 +67,51 @@ pub struct SourceRecord {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
+impl SourceRecord {
+    /// The record as one JSON object for people and scripts (`esm-local consume`): partition,
+    /// offset, timestamp, key and header values as text (base64 under `*_base64` when they are
+    /// not UTF-8), and the value as JSON when it is JSON, else as text or base64.
+    pub fn to_display_json(&self) -> serde_json::Value {
+        use serde_json::{json, Map, Value};
+        fn text_or_base64(object: &mut Map<String, Value>, name: &str, bytes: &[u8]) {
+            match std::str::from_utf8(bytes) {
+                Ok(text) => object.insert(name.to_owned(), Value::from(text)),
+                Err(_) => {
+                    object.insert(format!("{name}_base64"), Value::from(BASE64.encode(bytes)))
+                }
+            };
+        }
+        let mut object = Map::new();
+        object.insert("topic".into(), json!(self.topic));
+        object.insert("partition".into(), json!(self.partition));
+        object.insert("offset".into(), json!(self.offset));
+        object.insert("timestamp".into(), json!(self.timestamp_ms));
+        match &self.key {
+            Some(key) => text_or_base64(&mut object, "key", key),
+            None => {
+                object.insert("key".into(), Value::Null);
+            }
+        }
+        match &self.value {
+            None => {
+                object.insert("value".into(), Value::Null);
+            }
+            Some(value) => match serde_json::from_slice::<Value>(value) {
+                Ok(parsed) => {
+                    object.insert("value".into(), parsed);
+                }
+                Err(_) => text_or_base64(&mut object, "value", value),
+            },
+        }
+        let mut headers = Map::new();
+        for (name, value) in &self.headers {
+            text_or_base64(&mut headers, name, value);
+        }
+        object.insert("headers".into(), Value::Object(headers));
+        Value::Object(object)
+    }
+}
+
 /// A record with its event JSON already rendered: batches are measured and built from these
 /// without serialising a record twice.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -439,6 +484,40 @@ impl Pending {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_record_shows_as_json_with_text_where_it_is_text() {
+        let record = SourceRecord {
+            topic: "enriched".into(),
+            partition: 1,
+            offset: 7,
+            timestamp_ms: 1_700_000_000_000,
+            timestamp_type: TimestampType::CreateTime,
+            key: Some(b"SO-001".to_vec()),
+            value: Some(br#"{"OrderNo":"SO-001","Total":189.05}"#.to_vec()),
+            headers: vec![
+                ("source-offset".into(), b"0".to_vec()),
+                ("raw".into(), vec![0xff, 0x00]),
+            ],
+        };
+        assert_eq!(
+            record.to_display_json(),
+            serde_json::json!({
+                "topic": "enriched", "partition": 1, "offset": 7, "timestamp": 1_700_000_000_000_i64,
+                "key": "SO-001",
+                "value": {"OrderNo": "SO-001", "Total": 189.05},
+                "headers": {"source-offset": "0", "raw_base64": "/wA="}
+            })
+        );
+        let odd = SourceRecord {
+            key: None,
+            value: Some(b"not json".to_vec()),
+            headers: vec![],
+            ..record
+        };
+        assert_eq!(odd.to_display_json()["value"], "not json");
+        assert_eq!(odd.to_display_json()["key"], serde_json::Value::Null);
+    }
+
     use super::*;
 
     pub(crate) fn record(topic: &str, partition: i32, offset: i64, value: &str) -> Record {

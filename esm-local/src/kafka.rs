@@ -274,6 +274,34 @@ impl KafkaSource {
     }
 }
 
+/// Every record of `topic` from its start, read until none has arrived for `idle` (or `max`
+/// were read). Reads as a consumer group of its own that commits nothing.
+pub async fn read_topic(
+    connection: &Connection,
+    topic: &str,
+    idle: Duration,
+    max: usize,
+) -> Result<Vec<SourceRecord>, Error> {
+    let group = format!("esm-local-read-{}", crate::clock::now_ms());
+    let mut source = KafkaSource::connect(
+        connection,
+        &[topic.to_owned()],
+        &group,
+        StartingPosition::TrimHorizon,
+    )
+    .await?;
+    let mut records = Vec::new();
+    while records.len() < max {
+        let more = source.poll(idle, max - records.len()).await?;
+        if more.is_empty() {
+            break;
+        }
+        records.extend(more);
+    }
+    records.sort_by_key(|r| (r.partition, r.offset));
+    Ok(records)
+}
+
 /// Creates `topic` with `partitions` partitions unless it exists; says which it was.
 pub async fn ensure_topic(
     connection: &Connection,

@@ -61,6 +61,23 @@ enum Command {
         properties: Vec<String>,
         files: Vec<PathBuf>,
     },
+    /// Print a topic's records from its start, one JSON line each (partition, offset,
+    /// timestamp, key, value, headers), until none has arrived for --idle-ms. Commits nothing.
+    Consume {
+        #[arg(long)]
+        bootstrap_servers: String,
+        #[arg(long)]
+        topic: String,
+        /// Stop when no record has arrived for this long.
+        #[arg(long, default_value_t = 2000)]
+        idle_ms: u64,
+        /// Stop after this many records.
+        #[arg(long, default_value_t = 100_000)]
+        max: usize,
+        /// librdkafka properties, e.g. `-X security.protocol=SSL`.
+        #[arg(short = 'X', long = "kafka-property", value_name = "KEY=VALUE")]
+        properties: Vec<String>,
+    },
     /// Print the MSK event the mapping would send first for a file topic.
     Event {
         #[command(flatten)]
@@ -321,6 +338,13 @@ async fn run(command: Command, run_matches: Option<ArgMatches>) -> Result<(), Er
             properties,
             files,
         } => produce(bootstrap_servers, topic, properties, files).await,
+        Command::Consume {
+            bootstrap_servers,
+            topic,
+            idle_ms,
+            max,
+            properties,
+        } => consume(&bootstrap_servers, &topic, idle_ms, max, &properties).await,
         Command::Event {
             topic:
                 TopicArgs {
@@ -452,6 +476,34 @@ async fn produce(
 
 #[cfg(not(feature = "kafka"))]
 async fn produce(_: String, _: TopicArgs, _: Vec<String>, _: Vec<PathBuf>) -> Result<(), Error> {
+    Err(NO_KAFKA.into())
+}
+
+#[cfg(feature = "kafka")]
+async fn consume(
+    bootstrap_servers: &str,
+    topic: &str,
+    idle_ms: u64,
+    max: usize,
+    properties: &[String],
+) -> Result<(), Error> {
+    let connection = connection(bootstrap_servers, properties)?;
+    let records = esm_local::kafka::read_topic(
+        &connection,
+        topic,
+        std::time::Duration::from_millis(idle_ms),
+        max,
+    )
+    .await?;
+    for record in &records {
+        println!("{}", record.to_display_json());
+    }
+    eprintln!("{} records on {topic}", records.len());
+    Ok(())
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn consume(_: &str, _: &str, _: u64, _: usize, _: &[String]) -> Result<(), Error> {
     Err(NO_KAFKA.into())
 }
 
