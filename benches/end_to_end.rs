@@ -4,7 +4,8 @@
 //! (the same rows written by the function's own write, issued directly with no function around
 //! it) and the server floor (the same rows already on the server, upserted by one
 //! `INSERT ... SELECT` into a table shaped like `enriched_orders`), each paired with a warm
-//! invocation.
+//! invocation. Then the same with `SINKS=postgres,kafka` against a local broker (tansu),
+//! each invocation paired with one of the database-only function.
 //!
 //! `cargo bench --bench end_to_end` prints a report and writes it to
 //! target/bench/end-to-end.md. See BENCHMARKS.md.
@@ -55,6 +56,16 @@ struct Function {
 }
 
 impl Function {
+    /// A number field of the last invocation's log line.
+    fn last_field(&self, name: &str) -> Option<u64> {
+        let log = self.log.lock().ok()?;
+        log.iter()
+            .rev()
+            .find(|line| line.get("total_ms").is_some())?
+            .get(name)
+            .and_then(serde_json::Value::as_u64)
+    }
+
     /// `(decode_ms, lookup_ms, write_ms, total_ms)` of the last invocation, from its log line.
     fn last_breakdown(&self) -> Option<(u64, u64, u64, u64)> {
         let log = self.log.lock().ok()?;
@@ -415,6 +426,40 @@ async fn main() {
     }
     let rss_kib = peak_rss_kib(&warm.child);
 
+    // Both sinks: the same binary also producing every order to a local broker (tansu, in
+    // memory, 4 partitions), paired with a warm invocation of the database-only function.
+    let tansu = xtask::broker::Tansu::start(None, &[]).expect("tansu");
+    let servers = tansu.bootstrap_servers();
+    let connection = esm_local::kafka::Connection {
+        bootstrap_servers: servers.clone(),
+        properties: vec![],
+    };
+    esm_local::kafka::ensure_topic(&connection, "bench-enriched", 4)
+        .await
+        .expect("output topic");
+    let producing = start_function(
+        &url,
+        &[
+            ("SINKS", "postgres,kafka"),
+            ("KAFKA_BOOTSTRAP_SERVERS", &servers),
+            ("OUTPUT_TOPIC", "bench-enriched"),
+            ("KAFKA_SECURITY_PROTOCOL", "plaintext"),
+        ],
+    )
+    .await;
+    let producing_startup = producing.startup;
+    invoke(&producing, &batch(300)).await; // connects to the broker and the database
+    let mut postgres_only_times = Vec::new();
+    let mut both_sinks_times = Vec::new();
+    let mut produce_ms = Vec::new();
+    for run in 0..RUNS {
+        postgres_only_times.push(invoke(&warm, &batch(310 + run)).await);
+        both_sinks_times.push(invoke(&producing, &batch(330 + run)).await);
+        tokio::time::sleep(Duration::from_millis(20)).await; // let the log line arrive
+        produce_ms.push(producing.last_field("produce_ms"));
+    }
+    let producing_rss_kib = peak_rss_kib(&producing.child);
+
     // The same binary with the cache off: every warm invocation looks its customers up.
     let uncached = start_function(&url, &[("CACHE_TTL_SECONDS", "0")]).await;
 
@@ -559,6 +604,22 @@ async fn main() {
         report,
         "- warm invocation, cold cache: {cold_cache_statements:?}\n"
     );
+    let kafka_ratios: Vec<f64> = both_sinks_times
+        .iter()
+        .zip(&postgres_only_times)
+        .map(|(both, postgres)| both.as_secs_f64() / postgres.as_secs_f64())
+        .collect();
+    let _ = writeln!(
+        report,
+        "SINKS=postgres,kafka (a local tansu broker, 4 partitions): warm invocation {:.1} ms against {:.1} ms with postgres alone; median of {RUNS} paired ratios **{:.2}x** {:?}; produce_ms from the log {:?}; all runs (ms) both {:?}, postgres alone {:?}\n",
+        ms(median(both_sinks_times.clone())),
+        ms(median(postgres_only_times.clone())),
+        median_ratio(kafka_ratios.clone()),
+        rounded(&kafka_ratios),
+        produce_ms,
+        times(&both_sinks_times),
+        times(&postgres_only_times),
+    );
     let _ = writeln!(report, "| process | figure |");
     let _ = writeln!(report, "|---|---|");
     let _ = writeln!(
@@ -569,6 +630,20 @@ async fn main() {
         restarts.len(),
         ms(*restarts.iter().min().expect("restarts")),
         ms(*restarts.iter().max().expect("restarts")),
+    );
+    let _ = writeln!(
+        report,
+        "| start-up with the producer configured (SINKS=postgres,kafka) | {:.1} ms |",
+        ms(producing_startup)
+    );
+    let _ = writeln!(
+        report,
+        "| peak RSS with the producer, after {} invocations | {} |",
+        1 + RUNS,
+        producing_rss_kib.map_or("unknown".to_owned(), |k| format!(
+            "{:.1} MB",
+            k as f64 / 1024.0
+        ))
     );
     let _ = writeln!(
         report,
@@ -599,5 +674,6 @@ async fn main() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     let _ = std::fs::create_dir_all(&dir);
     let _ = std::fs::write(dir.join("end-to-end.md"), &report);
+    drop(tansu);
     drop(server);
 }

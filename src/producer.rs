@@ -290,7 +290,7 @@ impl OutputProducer {
                 loop {
                     match built.producer.send_result(message) {
                         Ok(delivery) => {
-                            pending.push((index, position, record.offset, delivery));
+                            pending.push((index, position, record.offset, topic, delivery));
                             break;
                         }
                         // librdkafka's queue is full: wait for deliveries to make room.
@@ -301,14 +301,12 @@ impl OutputProducer {
                             tokio::time::sleep(Duration::from_millis(5)).await;
                         }
                         Err((error, _)) => {
-                            failed[index] = Some((
-                                position,
-                                Undelivered {
-                                    partition: partition.key.clone(),
-                                    offset: record.offset,
-                                    reason: self.describe(&error, built, topic),
-                                },
-                            ));
+                            let reason = self.describe(&error, built, topic);
+                            first_failure(&mut failed[index], position, || Undelivered {
+                                partition: partition.key.clone(),
+                                offset: record.offset,
+                                reason,
+                            });
                             continue 'partitions;
                         }
                     }
@@ -319,8 +317,13 @@ impl OutputProducer {
         let mut out_of_time = false;
         let mut end = end;
         let mut refused: Option<String> = None;
-        for (index, position, offset, delivery) in pending {
-            if failed[index].is_some() {
+        for (index, position, offset, topic, delivery) in pending {
+            // Records after a known failure of their partition are redelivered anyway; the
+            // ones before it still decide where the partition is reported from.
+            if failed[index]
+                .as_ref()
+                .is_some_and(|(failed_at, _)| *failed_at < position)
+            {
                 continue;
             }
             let mut delivery = std::pin::pin!(delivery);
@@ -347,7 +350,6 @@ impl OutputProducer {
                     tokio::time::timeout_at(end.into(), &mut delivery).await
                 }
             };
-            let topic = self.sink.topic.as_str();
             let reason = match outcome {
                 Ok(Ok(Ok(_))) => {
                     delivered += 1;
@@ -372,14 +374,11 @@ impl OutputProducer {
                     }
                 }
             };
-            failed[index] = Some((
-                position,
-                Undelivered {
-                    partition: partitions[index].key.clone(),
-                    offset,
-                    reason,
-                },
-            ));
+            first_failure(&mut failed[index], position, || Undelivered {
+                partition: partitions[index].key.clone(),
+                offset,
+                reason,
+            });
         }
         if out_of_time {
             // Not sent yet: never sent after the answer. Sent ones may still be acknowledged.
@@ -527,6 +526,17 @@ fn ends_the_producer(code: RDKafkaErrorCode) -> bool {
             | RDKafkaErrorCode::OutOfOrderSequenceNumber
             | RDKafkaErrorCode::Fatal
     )
+}
+
+/// Keeps the failure at the earliest position of a partition.
+fn first_failure(
+    slot: &mut Option<(usize, Undelivered)>,
+    position: usize,
+    undelivered: impl FnOnce() -> Undelivered,
+) {
+    if slot.as_ref().is_none_or(|(at, _)| position < *at) {
+        *slot = Some((position, undelivered()));
+    }
 }
 
 fn last_error(built: &Built) -> Option<String> {
@@ -721,6 +731,22 @@ mod tests {
             ]
             .map(|v| v.map(str::to_owned))
         );
+    }
+
+    #[test]
+    fn a_partition_is_reported_from_its_earliest_failure_whatever_order_they_are_learnt_in() {
+        let failure = |offset| {
+            move || Undelivered {
+                partition: crate::event::PartitionKey::new("orders-0"),
+                offset,
+                reason: format!("at {offset}"),
+            }
+        };
+        let mut slot = None;
+        first_failure(&mut slot, 5, failure(105));
+        first_failure(&mut slot, 2, failure(102));
+        first_failure(&mut slot, 3, failure(103));
+        assert_eq!(slot.map(|(at, u)| (at, u.offset)), Some((2, 102)));
     }
 
     #[test]

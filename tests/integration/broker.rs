@@ -8,32 +8,8 @@ use std::sync::{Mutex, OnceLock};
 
 static TANSU: OnceLock<(String, Mutex<Child>)> = OnceLock::new();
 
-/// `TANSU_BIN`, else `tansu` on the PATH, else cargo's install folder.
 fn tansu_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("TANSU_BIN") {
-        return PathBuf::from(path);
-    }
-    let on_path = std::env::var_os("PATH")
-        .map(|paths| {
-            std::env::split_paths(&paths)
-                .map(|dir| dir.join("tansu"))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    let cargo_home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
-    on_path
-        .into_iter()
-        .chain(cargo_home.map(|home| home.join("bin/tansu")))
-        .find(|path| path.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "the Kafka tests need the tansu broker: scripts/test installs it, or run \
-                 `cargo install tansu --locked --features dynostore` (about 15 minutes), \
-                 or set TANSU_BIN to its path"
-            )
-        })
+    xtask::broker::binary().unwrap_or_else(|why| panic!("{why}"))
 }
 
 /// The bootstrap servers of the shared broker, started on first use.
@@ -72,11 +48,7 @@ pub fn bootstrap_servers() -> String {
 }
 
 /// A tansu of one test's own, for tests that take the broker away. Killed when dropped.
-pub struct Dedicated {
-    child: Child,
-    /// Where tansu itself listens.
-    pub port: u16,
-}
+pub struct Dedicated(xtask::broker::Tansu);
 
 impl Dedicated {
     /// Starts tansu on a free port, telling clients to connect to `advertised_port` (a proxy in
@@ -85,36 +57,19 @@ impl Dedicated {
         Self::start(Some(advertised_port), &[])
     }
 
-    /// Starts tansu on a free port with `args` (e.g. `--authentication`), advertising
-    /// `advertised_port`, or its own port when `None`.
+    /// Starts tansu with `args`, advertising `advertised_port`, or its own port when `None`.
     pub fn start(advertised_port: Option<u16>, args: &[&str]) -> Self {
-        let port = crate::support::free_port();
-        let advertised = advertised_port.unwrap_or(port);
-        let binary = tansu_binary();
-        let mut child = Command::new(&binary)
-            .args([
-                "broker",
-                "--listener-url",
-                &format!("tcp://127.0.0.1:{port}"),
-                "--advertised-listener-url",
-                &format!("tcp://127.0.0.1:{advertised}"),
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-        crate::support::wait_until_listening(&mut child, port, "tansu");
-        Self { child, port }
+        Self(
+            xtask::broker::Tansu::start(advertised_port, args)
+                .unwrap_or_else(|why| panic!("{why}")),
+        )
     }
 }
 
-impl Drop for Dedicated {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Dedicated {
+    type Target = xtask::broker::Tansu;
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
 }
 

@@ -268,7 +268,7 @@ fn postgres_ids() -> (u32, u32) {
     (id("-u"), id("-g"))
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind(("127.0.0.1", 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
