@@ -404,11 +404,11 @@ impl OutputProducer {
             Ok(current) => Arc::clone(&current),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
         };
-        let stale_token = self.sink.sasl == Some(SaslMechanism::AwsMskIam) && {
-            let expires = current.shared.token_expires_at_ms.load(Ordering::Relaxed);
-            let left_ms = i64::try_from(TOKEN_MIN_LEFT.as_millis()).unwrap_or(i64::MAX);
-            expires != 0 && expires - epoch_ms() < left_ms
-        };
+        let stale_token = self.sink.sasl == Some(SaslMechanism::AwsMskIam)
+            && token_is_stale(
+                current.shared.token_expires_at_ms.load(Ordering::Relaxed),
+                epoch_ms(),
+            );
         if !current.shared.broken.load(Ordering::Relaxed) && !stale_token {
             return (current, false);
         }
@@ -526,6 +526,13 @@ fn ends_the_producer(code: RDKafkaErrorCode) -> bool {
             | RDKafkaErrorCode::OutOfOrderSequenceNumber
             | RDKafkaErrorCode::Fatal
     )
+}
+
+/// Whether a token expiring at `expires_at_ms` (0: none issued yet) is too close to expiry at
+/// `now_ms` to be used: by the wall clock, which keeps running while the environment is frozen.
+fn token_is_stale(expires_at_ms: i64, now_ms: i64) -> bool {
+    let min_left_ms = i64::try_from(TOKEN_MIN_LEFT.as_millis()).unwrap_or(i64::MAX);
+    expires_at_ms != 0 && expires_at_ms.saturating_sub(now_ms) < min_left_ms
 }
 
 /// Keeps the failure at the earliest position of a partition.
@@ -747,6 +754,22 @@ mod tests {
         first_failure(&mut slot, 2, failure(102));
         first_failure(&mut slot, 3, failure(103));
         assert_eq!(slot.map(|(at, u)| (at, u.offset)), Some((2, 102)));
+    }
+
+    #[test]
+    fn a_token_that_a_freeze_brought_close_to_expiry_is_replaced() {
+        let issued = 1_796_126_400_000;
+        let expires = issued + 900_000;
+        assert!(
+            !token_is_stale(0, issued),
+            "no token yet: librdkafka asks for one"
+        );
+        assert!(!token_is_stale(expires, issued + 720_000), "3 minutes left");
+        assert!(token_is_stale(expires, issued + 850_000), "50 s left");
+        assert!(
+            token_is_stale(expires, issued + 3_600_000),
+            "thawed an hour later"
+        );
     }
 
     #[test]
