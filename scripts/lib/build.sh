@@ -1,5 +1,6 @@
 # What building the function needs besides cargo: librdkafka (the output topic's producer) is
-# compiled from source with a C compiler, make and CMake. Sourced by the scripts that build.
+# compiled from source with a C compiler, make and CMake, against the machine's OpenSSL headers
+# (the arm64 Lambda build compiles its own OpenSSL). Sourced by the scripts that build.
 #
 # build_tools_check: says everything that is missing and returns 1, or puts a CMake on the
 # PATH (the system's, else the one scripts/test installs into .local/venv) and returns 0.
@@ -8,6 +9,11 @@ build_tools_check() {
   if ! command -v cc >/dev/null 2>&1 || ! command -v make >/dev/null 2>&1; then
     echo "missing: a C compiler and make (librdkafka is compiled from source;" >&2
     echo "         Debian/Ubuntu: sudo apt-get install -y build-essential)" >&2
+    missing=1
+  fi
+  if ! openssl_headers_found; then
+    echo "missing: the OpenSSL development files (librdkafka's TLS; Debian/Ubuntu: sudo apt-get install -y libssl-dev pkg-config," >&2
+    echo "         or set OPENSSL_DIR)" >&2
     missing=1
   fi
   if ! command -v cmake >/dev/null 2>&1; then
@@ -20,4 +26,10 @@ build_tools_check() {
     fi
   fi
   return "$missing"
+}
+
+openssl_headers_found() {
+  [ -n "${OPENSSL_DIR:-}" ] && return 0
+  command -v pkg-config >/dev/null 2>&1 && pkg-config --exists openssl && return 0
+  [ -f /usr/include/openssl/ssl.h ]
 }
