@@ -85,16 +85,8 @@ impl Credentials {
                 let fail = |detail: String| {
                     CredentialError(format!("reading secret {}: {detail}", reference.arn))
                 };
-                let output = client
-                    .get_secret_value()
-                    .secret_id(&reference.arn)
-                    .send()
-                    .await
-                    .map_err(|error| fail(DisplayErrorContext(&error).to_string()))?;
-                let text = output
-                    .secret_string()
-                    .ok_or_else(|| fail("the secret has no string value".to_owned()))?;
-                RdsSecret::parse(text)
+                let text = secret_string(client, &reference.arn).await.map_err(fail)?;
+                RdsSecret::parse(&text)
                     .and_then(|secret| secret.connect_options(reference))
                     .map_err(fail)?
             }
@@ -113,6 +105,23 @@ async fn secrets_client() -> aws_sdk_secretsmanager::Client {
         .load()
         .await;
     aws_sdk_secretsmanager::Client::new(&sdk)
+}
+
+/// The string value of the secret `arn`; the error says why not, never what it holds.
+async fn secret_string(
+    client: &aws_sdk_secretsmanager::Client,
+    arn: &str,
+) -> Result<String, String> {
+    let output = client
+        .get_secret_value()
+        .secret_id(arn)
+        .send()
+        .await
+        .map_err(|error| DisplayErrorContext(&error).to_string())?;
+    output
+        .secret_string()
+        .map(str::to_owned)
+        .ok_or_else(|| "the secret has no string value".to_owned())
 }
 
 /// A Kafka SASL user (SCRAM or PLAIN), as MSK's SCRAM secrets hold it: `username`, `password`.
@@ -137,17 +146,10 @@ impl fmt::Debug for KafkaUser {
 pub async fn read_kafka_user(arn: &str) -> Result<KafkaUser, CredentialError> {
     let fail =
         |detail: String| CredentialError(format!("reading KAFKA_SECRET_ARN {arn}: {detail}"));
-    let output = secrets_client()
+    let text = secret_string(&secrets_client().await, arn)
         .await
-        .get_secret_value()
-        .secret_id(arn)
-        .send()
-        .await
-        .map_err(|error| fail(DisplayErrorContext(&error).to_string()))?;
-    let text = output
-        .secret_string()
-        .ok_or_else(|| fail("the secret has no string value".to_owned()))?;
-    let secret = RdsSecret::parse(text).map_err(fail)?;
+        .map_err(fail)?;
+    let secret = RdsSecret::parse(&text).map_err(fail)?;
     Ok(KafkaUser {
         username: secret.username,
         password: secret.password,

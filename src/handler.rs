@@ -181,7 +181,7 @@ pub async fn process(
             0
         },
         reported: response.batch_item_failures.len(),
-        redelivered_records: output::redelivered_records(&plan, &response),
+        redelivered_records: plan.redelivered_by(&response),
         produce: produced.map(|report| ProduceSummary {
             delivered: report.delivered,
             undelivered_partitions: report.undelivered.len(),

@@ -230,25 +230,6 @@ pub fn response(plan: &Plan, outcome: WriteOutcome, undelivered: &[Undelivered])
     BatchResponse::retry_from(reported)
 }
 
-/// How many records Lambda delivers again after `response`.
-pub fn redelivered_records(plan: &Plan, response: &BatchResponse) -> usize {
-    response
-        .batch_item_failures
-        .iter()
-        .map(|failure| {
-            plan.partitions
-                .iter()
-                .find(|p| p.key.as_str() == failure.item_identifier.partition)
-                .map_or(0, |p| {
-                    p.offsets
-                        .iter()
-                        .filter(|&&o| o >= failure.item_identifier.offset)
-                        .count()
-                })
-        })
-        .sum()
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -484,7 +465,7 @@ mod tests {
             reported(&response),
             BTreeMap::from([("orders-0".into(), 11)])
         );
-        assert_eq!(redelivered_records(&plan, &response), 2);
+        assert_eq!(plan.redelivered_by(&response), 2);
         assert_eq!(
             reported(&super::response(
                 &plan,

@@ -342,8 +342,22 @@ impl Plan {
 
     /// How many records of the batch Lambda will deliver again after this response.
     pub fn redelivered_records(&self, outcome: WriteOutcome) -> usize {
-        self.reported(outcome)
-            .map(|(progress, offset)| progress.offsets.iter().filter(|&&o| o >= offset).count())
+        self.redelivered_by(&self.response(outcome))
+    }
+
+    /// How many records of the batch Lambda delivers again after `response`.
+    pub fn redelivered_by(&self, response: &BatchResponse) -> usize {
+        response
+            .batch_item_failures
+            .iter()
+            .filter_map(|failure| {
+                let id = &failure.item_identifier;
+                let progress = self
+                    .partitions
+                    .iter()
+                    .find(|p| p.key.as_str() == id.partition)?;
+                Some(progress.offsets.iter().filter(|&&o| o >= id.offset).count())
+            })
             .sum()
     }
 

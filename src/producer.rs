@@ -59,8 +59,6 @@ pub struct ProduceReport {
     pub undelivered: Vec<Undelivered>,
     /// Milliseconds from the first enqueue to the last delivery report.
     pub produce_ms: u64,
-    /// Whether the producer was built again before this invocation's records.
-    pub rebuilt: bool,
 }
 
 /// One round of enqueueing and waiting.
@@ -175,11 +173,6 @@ impl OutputProducer {
         })
     }
 
-    /// The output topic.
-    pub fn topic(&self) -> &str {
-        &self.sink.topic
-    }
-
     /// Produces `partitions`' records and waits for their delivery reports until `deadline`
     /// (or `KAFKA_DELIVERY_TIMEOUT_MS` when there is none).
     pub async fn produce(
@@ -192,8 +185,7 @@ impl OutputProducer {
             return report;
         }
         let end = deadline.unwrap_or_else(|| Instant::now() + self.sink.delivery_timeout);
-        let (built, rebuilt) = self.ready().await;
-        report.rebuilt = rebuilt;
+        let built = self.ready().await;
         let started = Instant::now();
         if !self.topics_confirmed.load(Ordering::Relaxed) {
             match self.check_topics(&built, end).await {
@@ -229,8 +221,7 @@ impl OutputProducer {
                 break;
             }
             rebuilds += 1;
-            (built, _) = self.ready().await;
-            report.rebuilt = true;
+            built = self.ready().await;
             starts = failed
                 .iter()
                 .map(|slot| slot.as_ref().map(|(position, _)| *position))
@@ -399,7 +390,7 @@ impl OutputProducer {
     }
 
     /// The producer to use, built again first when the last one broke or its token is stale.
-    async fn ready(&self) -> (Arc<Built>, bool) {
+    async fn ready(&self) -> Arc<Built> {
         let current = match self.current.lock() {
             Ok(current) => Arc::clone(&current),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
@@ -410,7 +401,7 @@ impl OutputProducer {
                 epoch_ms(),
             );
         if !current.shared.broken.load(Ordering::Relaxed) && !stale_token {
-            return (current, false);
+            return current;
         }
         match build(&self.sink, self.user.as_ref()) {
             Ok(fresh) => {
@@ -425,11 +416,11 @@ impl OutputProducer {
                 // Dropping a producer purges and flushes for up to 500 ms: not on this thread.
                 drop(current);
                 tokio::task::spawn_blocking(move || drop(old));
-                (fresh, true)
+                fresh
             }
             Err(error) => {
                 tracing::error!("{error}; keeping the previous producer");
-                (current, false)
+                current
             }
         }
     }

@@ -15,8 +15,6 @@ use esm_local::kafka::{self, Connection, KafkaSource, StartingPosition};
 use esm_local::runtime_api::{Outcome, RuntimeApi};
 use msk_order_enricher::response::BatchResponse;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-use tokio::io::AsyncReadExt as _;
-use tokio::process::Child;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
 
@@ -103,42 +101,24 @@ async fn kafka_secret(username: &str, password: &str) -> String {
 }
 
 /// The function binary with the Kafka sink and `vars`, its output collected.
-struct Running {
-    child: Child,
-    output: tokio::task::JoinHandle<String>,
-}
-
 fn start_function(api: &RuntimeApi, database_url: &str, vars: &[(&str, &str)]) -> Running {
     let mut command = api.function_command(Path::new(FUNCTION));
     command
         .env("DATABASE_URL", database_url)
         .env("SINKS", "postgres,kafka")
         .env("OUTPUT_TOPIC", "enriched")
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
+        .env("RUST_LOG", "info");
     for (name, value) in crate::moto::function_env() {
         command.env(name, value);
     }
     for (name, value) in vars {
         command.env(name, value);
     }
-    let mut child = command.spawn().unwrap();
-    let (mut stdout, mut stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let output = tokio::spawn(async move {
-        let (mut out, mut err) = (String::new(), String::new());
-        let _ = tokio::join!(
-            stdout.read_to_string(&mut out),
-            stderr.read_to_string(&mut err)
-        );
-        out + &err
-    });
-    Running { child, output }
+    Running::spawn(&mut command)
 }
 
-async fn stop(mut running: Running) -> String {
-    let _ = running.child.kill().await;
-    running.output.await.unwrap()
+async fn stop(running: Running) -> String {
+    running.stop().await
 }
 
 async fn invoke(api: &RuntimeApi, deadline: Duration) -> BatchResponse {
@@ -236,14 +216,7 @@ async fn a_broker_certificate_from_another_ca_is_refused_promptly_and_the_record
     let response = invoke(&api, Duration::from_secs(60)).await;
     let took = started.elapsed();
     let log = stop(function).await;
-    assert_eq!(
-        reported(&response),
-        vec![
-            ("orders-0".into(), 0),
-            ("orders-1".into(), 0),
-            ("orders-2".into(), 0)
-        ]
-    );
+    assert_eq!(reported(&response), sample_orders_reported_whole());
     assert!(
         took < Duration::from_secs(20),
         "answered after {took:?}, not at once: {log}"

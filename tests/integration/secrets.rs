@@ -2,14 +2,11 @@
 //! never showing in its output.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use esm_local::runtime_api::RuntimeApi;
 use msk_order_enricher::response::BatchResponse;
 use sqlx::PgPool;
-use tokio::io::AsyncReadExt;
-use tokio::process::Child;
 
 use crate::pg::{PgOptions, PgServer};
 use crate::support::*;
@@ -39,13 +36,6 @@ async fn create_secret(name: &str, value: &str) -> String {
     output.arn().unwrap().to_owned()
 }
 
-/// The function's process, its output read as it comes: a pipe nobody reads fills up at 64 KB
-/// and then blocks the function's logging, and with it the function.
-struct Running {
-    child: Child,
-    output: tokio::task::JoinHandle<String>,
-}
-
 fn start_function(api: &RuntimeApi, arn: &str) -> Running {
     let mut command = api.function_command(Path::new(FUNCTION));
     command
@@ -53,29 +43,16 @@ fn start_function(api: &RuntimeApi, arn: &str) -> Running {
         .env("DB_SECRET_ARN", arn)
         .env("DB_SSL_MODE", "disable")
         .env("DB_POOL_SIZE", "1")
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env("RUST_LOG", "debug");
     for (name, value) in crate::moto::function_env() {
         command.env(name, value);
     }
-    let mut child = command.spawn().unwrap();
-    let (mut stdout, mut stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let output = tokio::spawn(async move {
-        let (mut out, mut err) = (String::new(), String::new());
-        let _ = tokio::join!(
-            stdout.read_to_string(&mut out),
-            stderr.read_to_string(&mut err)
-        );
-        out + &err
-    });
-    Running { child, output }
+    Running::spawn(&mut command)
 }
 
 /// Everything the function printed, once it has been stopped.
-async fn output(mut running: Running) -> String {
-    let _ = running.child.kill().await;
-    running.output.await.unwrap()
+async fn output(running: Running) -> String {
+    running.stop().await
 }
 
 /// Drops the function's sessions, as when its connections are recycled: the next one must log in.

@@ -124,6 +124,53 @@ pub fn poison_json_reported_whole() -> Vec<(String, i64)> {
     ]
 }
 
+/// What a batch response for `sample-orders.json` says when none of it may count as done:
+/// the first record of each of its three partitions.
+pub fn sample_orders_reported_whole() -> Vec<(String, i64)> {
+    vec![
+        ("orders-0".into(), 0),
+        ("orders-1".into(), 0),
+        ("orders-2".into(), 0),
+    ]
+}
+
+/// A function process whose output is read as it comes: a pipe nobody reads fills up at 64 KB
+/// and then blocks the function's logging, and with it the function.
+pub struct Running {
+    pub child: tokio::process::Child,
+    output: tokio::task::JoinHandle<String>,
+}
+
+impl Running {
+    /// Spawns `command` with its stdout and stderr collected.
+    pub fn spawn(command: &mut tokio::process::Command) -> Self {
+        use tokio::io::AsyncReadExt as _;
+        command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = command.spawn().expect("starting the function");
+        let (mut stdout, mut stderr) = (
+            child.stdout.take().expect("piped stdout"),
+            child.stderr.take().expect("piped stderr"),
+        );
+        let output = tokio::spawn(async move {
+            let (mut out, mut err) = (String::new(), String::new());
+            let _ = tokio::join!(
+                stdout.read_to_string(&mut out),
+                stderr.read_to_string(&mut err)
+            );
+            out + &err
+        });
+        Self { child, output }
+    }
+
+    /// Stops the function; everything it printed.
+    pub async fn stop(mut self) -> String {
+        let _ = self.child.kill().await;
+        self.output.await.expect("the output reader")
+    }
+}
+
 pub fn reported(response: &BatchResponse) -> Vec<(String, i64)> {
     response
         .batch_item_failures
