@@ -181,6 +181,7 @@ mod tests {
                 dead_letters_inserted: 2,
                 customers_not_found: 1,
                 round_trips: 1,
+                ..WriteStats::default()
             },
             failure: None,
             orders_written: 9,

@@ -1,7 +1,13 @@
 //! The write, inside the invocation's transaction, in a constant number of round trips
-//! whatever the batch size: the orders streamed into the session's staging table by one binary
-//! `COPY`, one upsert from it (one more per extra partition that holds the same order number,
-//! which producers keying by `OrderNo` never cause), and one statement for the dead letters.
+//! whatever the batch size. Orders whose numbers are all new (the common case: a first
+//! delivery) are streamed straight into `enriched_orders` by one binary `COPY`, the cheapest
+//! way PostgreSQL has to insert rows, cheaper than any `INSERT`. When one of them already
+//! exists (a redelivery, a correction) that `COPY` fails on the primary key, is rolled back to a
+//! savepoint, and the orders take the general path: streamed into the session's staging table by
+//! one binary `COPY`, then one upsert from it (one more per extra partition that holds the same
+//! order number, which producers keying by `OrderNo` never cause). The dead letters follow in
+//! one statement. Both paths write the same rows: an order whose number is new is inserted as
+//! it is by either.
 //!
 //! Idempotence and order: an order row is replaced only by a record that [`crate::plan::supersedes`]
 //! it, the same rule in SQL: same partition, a higher offset; other partition, a later clock
@@ -34,6 +40,9 @@ pub struct WriteStats {
     pub customers_not_found: usize,
     /// Statements and `COPY`s sent.
     pub round_trips: usize,
+    /// Whether the orders took the general path (staging table and upsert) because one of
+    /// them already existed or an order number was in several partitions.
+    pub upserted: bool,
 }
 
 /// The order columns the upsert writes, in the order of the statement's rows.
@@ -74,19 +83,38 @@ pub fn order_upsert(target: &str, rows: &str) -> String {
     )
 }
 
-/// The staging table the orders are copied into: the session's own (`pg_temp`), shaped like
-/// `enriched_orders` (its columns, types, `NOT NULL`s and defaults, so it follows the
-/// migrations; no indexes, no other constraints) plus the round, emptied at every commit. It is
-/// emptied at the start of every write too, so that a write reads only its own rows even after
-/// an earlier write of the same transaction (the data-error search runs several; rows left over
-/// would be no-ops under the ordering rule, but work). `client_min_messages` keeps the "already
-/// exists" notice of every later invocation off the wire.
-const PREPARE_STAGING: &str = "SET LOCAL client_min_messages = warning;
+/// The staging table the general path copies the orders into: the session's own (`pg_temp`),
+/// shaped like `enriched_orders` (its columns, types, `NOT NULL`s and defaults, so it follows
+/// the migrations; no indexes, no other constraints) plus the round, emptied at every commit.
+/// It is emptied at the start of every write too, so that a write reads only its own rows even
+/// after an earlier write of the same transaction (the data-error search runs several; rows left
+/// over would be no-ops under the ordering rule, but work). `client_min_messages` keeps the
+/// "already exists" notice of every later invocation off the wire.
+///
+/// It is prepared on every write, also when the direct `COPY` will not need it, so that a role
+/// without `TEMPORARY` fails on its first batch and not on its first redelivery. The savepoint
+/// is what a failed direct `COPY` rolls back to; it is never released (the `COMMIT` ends it),
+/// which saves a round trip.
+const PREPARE_WRITE: &str = "SET LOCAL client_min_messages = warning;
 CREATE TEMP TABLE IF NOT EXISTS incoming_orders (
     round int4 NOT NULL,
     LIKE enriched_orders INCLUDING DEFAULTS
 ) ON COMMIT DELETE ROWS;
-DELETE FROM pg_temp.incoming_orders";
+DELETE FROM pg_temp.incoming_orders;
+SAVEPOINT new_orders";
+
+/// Undoes a direct `COPY` that met an existing order.
+const UNDO_DIRECT_COPY: &str = "ROLLBACK TO SAVEPOINT new_orders";
+
+/// The primary key violation a direct `COPY` fails with when an order already exists.
+const UNIQUE_VIOLATION: &str = "23505";
+
+/// Fields per row of the direct `COPY`: the 18 order columns.
+const ORDER_FIELDS: i16 = 18;
+
+static COPY_NEW_ORDERS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("COPY enriched_orders ({ORDER_COLUMNS}) FROM STDIN (FORMAT binary)")
+});
 
 /// Fields per staged row: the round and the 18 order columns.
 const STAGED_FIELDS: i16 = 19;
@@ -140,12 +168,14 @@ struct DeadLetterColumns<'a> {
 }
 
 /// Writes the plan's orders and dead letters in `tx`, the invocation's transaction (a
-/// transaction is required: the staging table is emptied at every commit). The
-/// orders of every round of [`Plan::rounds`] are streamed into the session's staging table by
-/// one binary `COPY` (the server parses no text and no arrays), then upserted by one statement
-/// per round; the dead letters follow in one statement. Rows are copied in `order_no` order
-/// within a round, so that concurrent invocations lock overlapping orders in the same order and
-/// never deadlock.
+/// transaction is required: the staging table is emptied at every commit, and the direct
+/// `COPY` is undone to a savepoint). When every order number is in one partition only (one
+/// round of [`Plan::rounds`]), the orders are first copied straight into `enriched_orders`; if
+/// one of them exists already, that is undone and every round is streamed into the session's
+/// staging table by one binary `COPY` (the server parses no text and no arrays), then upserted
+/// by one statement per round. The dead letters follow in one statement. Rows are copied in
+/// `order_no` order within a round, so that concurrent invocations lock overlapping orders in
+/// the same order and never deadlock.
 #[tracing::instrument(name = "write", level = "debug", skip_all, fields(orders = plan.orders.len(), dead_letters = plan.dead_letters.len()), err(level = "debug"))]
 pub async fn write(
     tx: &mut PgTransaction<'_>,
@@ -154,20 +184,20 @@ pub async fn write(
 ) -> Result<WriteStats, sqlx::Error> {
     let conn: &mut PgConnection = tx;
     let mut stats = WriteStats::default();
-    let rounds = plan.rounds();
-    let round_count = rounds.len();
-    if round_count > 0 {
-        sqlx::raw_sql(PREPARE_STAGING).execute(&mut *conn).await?;
-        stage_orders(&mut *conn, rounds, locations, &mut stats).await?;
-        stats.round_trips += 2;
-        for round in 0..round_count {
-            let changed: i64 = sqlx::query(UPSERT_ROUND.as_str())
-                .bind(round_number(round)?)
-                .fetch_one(&mut *conn)
-                .await?
-                .try_get("orders_changed")?;
-            stats.round_trips += 1;
-            stats.orders_changed += changed;
+    let mut rounds = plan.rounds();
+    for orders in &mut rounds {
+        orders.sort_unstable_by(|a, b| a.order.order_no().cmp(b.order.order_no()));
+    }
+    if !rounds.is_empty() {
+        sqlx::raw_sql(PREPARE_WRITE).execute(&mut *conn).await?;
+        stats.round_trips += 1;
+        let copied = match &rounds[..] {
+            [orders] => copy_new_orders(&mut *conn, orders, locations, &mut stats).await?,
+            _ => None,
+        };
+        match copied {
+            Some(inserted) => stats.orders_changed = inserted,
+            None => upsert_orders(&mut *conn, &rounds, locations, &mut stats).await?,
         }
     }
     if !plan.dead_letters.is_empty() {
@@ -177,22 +207,90 @@ pub async fn write(
     Ok(stats)
 }
 
+/// Copies `orders` straight into `enriched_orders`: `Some` with the rows inserted, or `None`
+/// when one of them already existed and the copy was undone.
+async fn copy_new_orders(
+    conn: &mut PgConnection,
+    orders: &[&PlannedOrder],
+    locations: &Locations,
+    stats: &mut WriteStats,
+) -> Result<Option<i64>, sqlx::Error> {
+    let copied = copy_orders(
+        &mut *conn,
+        &COPY_NEW_ORDERS,
+        ORDER_FIELDS,
+        std::iter::once((None, orders)),
+        locations,
+        stats,
+    )
+    .await;
+    stats.round_trips += 1;
+    match copied {
+        Ok(rows) => Ok(Some(i64::try_from(rows).unwrap_or(i64::MAX))),
+        Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some(UNIQUE_VIOLATION) => {
+            sqlx::raw_sql(UNDO_DIRECT_COPY).execute(&mut *conn).await?;
+            stats.round_trips += 1;
+            // The general path counts them again.
+            stats.customers_not_found = 0;
+            Ok(None)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// The general path: every round staged by one `COPY`, then one upsert per round.
+async fn upsert_orders(
+    conn: &mut PgConnection,
+    rounds: &[Vec<&PlannedOrder>],
+    locations: &Locations,
+    stats: &mut WriteStats,
+) -> Result<(), sqlx::Error> {
+    stats.upserted = true;
+    let numbered = rounds
+        .iter()
+        .enumerate()
+        .map(|(round, orders)| round_number(round).map(|round| (Some(round), &orders[..])))
+        .collect::<Result<Vec<_>, _>>()?;
+    copy_orders(
+        &mut *conn,
+        &COPY_STAGING,
+        STAGED_FIELDS,
+        numbered,
+        locations,
+        stats,
+    )
+    .await?;
+    stats.round_trips += 1;
+    for round in 0..rounds.len() {
+        let changed: i64 = sqlx::query(UPSERT_ROUND.as_str())
+            .bind(round_number(round)?)
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get("orders_changed")?;
+        stats.round_trips += 1;
+        stats.orders_changed += changed;
+    }
+    Ok(())
+}
+
 fn round_number(round: usize) -> Result<i32, sqlx::Error> {
     i32::try_from(round).map_err(|error| sqlx::Error::Encode(error.into()))
 }
 
-/// Copies every round's orders, each row with its round number, into the staging table.
-async fn stage_orders(
+/// Streams `batches` of orders into `copy_statement`'s table, each row led by its batch's
+/// round when there is one (the staging table has that column, `enriched_orders` does not).
+/// Returns the rows the server took.
+async fn copy_orders<'p>(
     conn: &mut PgConnection,
-    rounds: Vec<Vec<&PlannedOrder>>,
+    copy_statement: &str,
+    fields_per_row: i16,
+    batches: impl IntoIterator<Item = (Option<i32>, &'p [&'p PlannedOrder])>,
     locations: &Locations,
     stats: &mut WriteStats,
-) -> Result<(), sqlx::Error> {
-    let mut copy = conn.copy_in_raw(&COPY_STAGING).await?;
-    let mut rows = CopyRows::new(STAGED_FIELDS);
-    for (round, mut orders) in rounds.into_iter().enumerate() {
-        orders.sort_unstable_by(|a, b| a.order.order_no().cmp(b.order.order_no()));
-        let round = round_number(round)?;
+) -> Result<u64, sqlx::Error> {
+    let mut copy = conn.copy_in_raw(copy_statement).await?;
+    let mut rows = CopyRows::new(fields_per_row);
+    for (round, orders) in batches {
         for planned in orders {
             let location = locations
                 .get(planned.order.customer())
@@ -211,19 +309,20 @@ async fn stage_orders(
     }
     let last = rows.finish().map_err(sqlx::Error::Encode)?;
     copy.send(last).await?;
-    copy.finish().await?;
-    Ok(())
+    copy.finish().await
 }
 
 fn encode_order(
     rows: &mut CopyRows,
-    round: i32,
+    round: Option<i32>,
     planned: &PlannedOrder,
     location: Option<&Location>,
 ) -> Result<(), BoxDynError> {
     let order = &planned.order;
     rows.row()?;
-    rows.field(&round)?;
+    if let Some(round) = round {
+        rows.field(&round)?;
+    }
     rows.field(&order.order_no())?;
     rows.field(&order.order_date())?;
     rows.field(&order.region())?;

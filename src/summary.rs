@@ -123,6 +123,7 @@ pub fn log_summary(request_id: &str, summary: &Summary) {
                 reported_partitions = summary.reported,
                 redelivered_records = summary.redelivered_records,
                 orders_changed = summary.write.orders_changed,
+                orders_upserted = summary.write.upserted,
                 orders_ignored_as_older = summary.orders_ignored_as_older(),
                 database_retries = summary.database_retries,
                 database_wait_ms = summary.database_wait_ms,

@@ -1,6 +1,8 @@
-//! The write's staging table (the session's temporary `incoming_orders`), against a real
-//! PostgreSQL: several writes in one transaction, the table across commits, and a role that
-//! may not create it.
+//! The write's two paths against a real PostgreSQL: new orders copied straight into
+//! `enriched_orders`, and the general path through the session's staging table (the temporary
+//! `incoming_orders`) when one of them exists already: which path a write takes, that both leave
+//! the same rows, concurrent writers of the same orders, several writes in one transaction, the
+//! table across commits, and a role that may not create it.
 
 use std::collections::HashMap;
 
@@ -28,6 +30,145 @@ fn one_order_plan(units: u32, offset: i64) -> Plan {
         1_700_000_000_000 + offset,
     ));
     plan::plan(event::decode(event), PoisonPolicy::DeadLetter)
+}
+
+/// Orders `SO-<n>` for Jones, one per `(n, units)`, all in partition 0 of `orders` from
+/// `offset` on.
+fn orders_plan(orders: &[(u32, u32)], offset: i64) -> Plan {
+    let records = orders.iter().map(|(n, units)| {
+        RecordSpec::from_order_line(&format!(
+            r#"{{"OrderNo":"SO-{n}","OrderDate":"1/6/19","Region":"East","Customer":"Jones","Item":"Pencil","Units":{units},"Unit Cost":1.99,"Total":1.99}}"#
+        ))
+    });
+    let event = parse_event(&build_event(
+        "orders",
+        1,
+        records,
+        offset,
+        1_700_000_000_000 + offset,
+    ));
+    plan::plan(event::decode(event), PoisonPolicy::DeadLetter)
+}
+
+async fn order_rows(pool: &sqlx::PgPool) -> Vec<(String, i32, i64)> {
+    sqlx::query_as("SELECT order_no, units, source_offset FROM enriched_orders ORDER BY order_no")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn new_orders_are_copied_straight_in_and_a_batch_with_a_known_order_is_upserted() {
+    let db = fresh_db().await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    let locations: Locations = HashMap::new();
+
+    let mut tx = conn.begin().await.unwrap();
+    let first = store::write(&mut tx, &orders_plan(&[(1, 10), (2, 20)], 0), &locations)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        (first.orders_changed, first.upserted, first.round_trips),
+        (2, false, 2),
+        "two new orders: prepare, then one COPY into enriched_orders"
+    );
+    let staged_first: i64 = sqlx::query_scalar(
+        "SELECT n_tup_ins FROM pg_stat_xact_user_tables WHERE relname = 'incoming_orders'",
+    )
+    .fetch_optional(&mut *conn)
+    .await
+    .unwrap()
+    .unwrap_or(0);
+    assert_eq!(staged_first, 0, "nothing went through the staging table");
+
+    // SO-2 exists (offset 1): the direct COPY fails on it and is undone; the upsert then
+    // replaces SO-2 with the newer record and inserts SO-3.
+    let mut tx = conn.begin().await.unwrap();
+    let second = store::write(&mut tx, &orders_plan(&[(2, 21), (3, 30)], 5), &locations)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        (second.orders_changed, second.upserted, second.round_trips),
+        (2, true, 5),
+        "prepare, the failed COPY, its rollback, the staging COPY, the upsert"
+    );
+    assert_eq!(second.customers_not_found, 2, "counted once, not per path");
+
+    // The same batch again: every order exists with these offsets, nothing changes.
+    let mut tx = conn.begin().await.unwrap();
+    let replay = store::write(&mut tx, &orders_plan(&[(2, 21), (3, 30)], 5), &locations)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!((replay.orders_changed, replay.upserted), (0, true));
+
+    assert_eq!(
+        order_rows(&db.pool).await,
+        vec![
+            ("SO-1".to_owned(), 10, 0),
+            ("SO-2".to_owned(), 21, 5),
+            ("SO-3".to_owned(), 30, 6)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn concurrent_writers_of_the_same_new_orders_leave_the_newest_records() {
+    let db = fresh_db().await;
+    let locations: Locations = HashMap::new();
+    // The first writer copies SO-1 and SO-2 in and holds its transaction open; the second,
+    // with newer records of both, waits on the primary key, meets the committed rows when the
+    // first commits, and upserts over them.
+    let mut first_conn = db.pool.acquire().await.unwrap();
+    let mut first = first_conn.begin().await.unwrap();
+    let older = store::write(&mut first, &orders_plan(&[(1, 1), (2, 2)], 0), &locations)
+        .await
+        .unwrap();
+    assert!(!older.upserted);
+
+    let pool = db.pool.clone();
+    let second = tokio::spawn(async move {
+        let mut conn = pool.acquire().await.unwrap();
+        let mut tx = conn.begin().await.unwrap();
+        let stats = store::write(
+            &mut tx,
+            &orders_plan(&[(1, 11), (2, 12)], 10),
+            &HashMap::new(),
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        stats
+    });
+    // The second writer is waiting on the first one's rows before the first commits.
+    let mut observer = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut waited = false;
+    for _ in 0..200 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'COPY enriched_orders%'",
+        )
+        .fetch_one(&mut observer)
+        .await
+        .unwrap();
+        if waiting == 1 {
+            waited = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(
+        waited,
+        "the second writer's COPY waits on the first one's rows"
+    );
+    first.commit().await.unwrap();
+    let newer = second.await.unwrap();
+    assert_eq!((newer.orders_changed, newer.upserted), (2, true));
+    assert_eq!(
+        order_rows(&db.pool).await,
+        vec![("SO-1".to_owned(), 11, 10), ("SO-2".to_owned(), 12, 11)]
+    );
 }
 
 #[tokio::test]
