@@ -33,6 +33,7 @@ pub mod output;
 pub mod pg_copy;
 pub mod plan;
 pub mod producer;
+pub mod raw_body;
 pub mod response;
 pub mod startup;
 pub mod store;

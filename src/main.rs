@@ -3,12 +3,12 @@
 
 use std::process::ExitCode;
 
-use lambda_runtime::{service_fn, LambdaEvent};
+use lambda_runtime::{layers::TracingLayer, service_fn, LambdaEvent, Runtime};
 use msk_order_enricher::config::Config;
 use msk_order_enricher::handler;
+use msk_order_enricher::raw_body::{RawBodies, RawBodyLayer};
 use msk_order_enricher::startup::App;
 use msk_order_enricher::{init_error, telemetry};
-use serde_json::value::RawValue;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -28,8 +28,17 @@ async fn main() -> ExitCode {
         }
     };
     let app = &app;
-    let handler = service_fn(move |event: LambdaEvent<Box<RawValue>>| handler::handle(app, event));
-    match lambda_runtime::run(handler).await {
+    // The body reaches the handler unparsed: the handler parses it once (see raw_body).
+    let bodies = RawBodies::default();
+    let taken = bodies.clone();
+    let handler = service_fn(move |event: LambdaEvent<()>| {
+        let body = taken.take(&event.context.request_id);
+        handler::handle(app, body, event.context)
+    });
+    let runtime = Runtime::new(handler)
+        .layer(RawBodyLayer::new(bodies))
+        .layer(TracingLayer::new());
+    match runtime.run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("runtime stopped: {error}");
