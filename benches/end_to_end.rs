@@ -452,11 +452,20 @@ async fn main() {
     let mut postgres_only_times = Vec::new();
     let mut both_sinks_times = Vec::new();
     let mut produce_ms = Vec::new();
+    let mut both_breakdowns = Vec::new();
     for run in 0..RUNS {
         postgres_only_times.push(invoke(&warm, &batch(310 + run)).await);
         both_sinks_times.push(invoke(&producing, &batch(330 + run)).await);
         tokio::time::sleep(Duration::from_millis(20)).await; // let the log line arrive
         produce_ms.push(producing.last_field("produce_ms"));
+        both_breakdowns.push(producing.last_breakdown().map(|(decode, _, write, total)| {
+            (
+                decode,
+                write,
+                producing.last_field("produce_ms").unwrap_or(0),
+                total,
+            )
+        }));
     }
     let producing_rss_kib = peak_rss_kib(&producing.child);
 
@@ -619,6 +628,10 @@ async fn main() {
         produce_ms,
         times(&both_sinks_times),
         times(&postgres_only_times),
+    );
+    let _ = writeln!(
+        report,
+        "Inside the function with both sinks (decode_ms, write_ms, produce_ms, total_ms from its log): {both_breakdowns:?}\n"
     );
     let _ = writeln!(report, "| process | figure |");
     let _ = writeln!(report, "|---|---|");

@@ -6,6 +6,8 @@
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use msk_order_enricher::event::{self, KafkaEvent};
+use msk_order_enricher::location::{Location, Locations};
+use msk_order_enricher::output;
 use msk_order_enricher::plan::{self, PoisonPolicy};
 use xtask::events::{build_event, synthetic_orders};
 
@@ -41,6 +43,32 @@ fn pure_path(c: &mut Criterion) {
         });
         by_byte.finish();
     }
+}
+
+/// The output topic's records of a 10,000-record plan (`SINKS` with `kafka`), every customer
+/// with a location: the work between the commit and the first record handed to the producer.
+fn output_records(c: &mut Criterion) {
+    let text = event_text(10_000);
+    let plan = decode_and_plan(&text);
+    let locations: Locations = plan
+        .distinct_customers()
+        .into_iter()
+        .map(|customer| {
+            let location = Location {
+                address: Some(format!("{customer} Street 1, Springfield")),
+                longitude: Some("-122.419416".parse().expect("a decimal")),
+                latitude: Some("37.774929".parse().expect("a decimal")),
+            };
+            (customer.to_owned(), Some(location))
+        })
+        .collect();
+    let refused = vec![false; plan.orders.len()];
+    let mut group = c.benchmark_group("output_records");
+    group.throughput(Throughput::Elements(plan.orders.len() as u64));
+    group.bench_function("10000", |b| {
+        b.iter(|| output::build(&plan, &locations, &refused, false))
+    });
+    group.finish();
 }
 
 /// How the event reaches `decode`: lambda_runtime deserializes the body through
@@ -87,7 +115,7 @@ fn runtime_deserialization(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(4));
-    targets = pure_path, runtime_deserialization
+    targets = pure_path, output_records, runtime_deserialization
 }
 
 /// `PURE_PATH_ITERATIONS=N cargo bench --bench pure_path` decodes and plans the 10,000-record

@@ -7,10 +7,12 @@
 //! becomes a record of the dead-letter topic with the original key, value and headers, and the
 //! reason in a header. Records of one input partition stay in offset order.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
+use std::io::Write as _;
 
 use crate::event::{PartitionKey, SourcePosition};
-use crate::location::Locations;
+use crate::location::{Location, Locations};
 use crate::order::Order;
 use crate::plan::{Plan, WriteOutcome};
 use crate::response::BatchResponse;
@@ -46,8 +48,8 @@ pub struct OutputRecord {
     pub key: Option<Vec<u8>>,
     /// The record value.
     pub value: Option<Vec<u8>>,
-    /// The headers, in order.
-    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    /// The headers, in order (the names of this module's own headers are static).
+    pub headers: Vec<(Cow<'static, str>, Option<Vec<u8>>)>,
 }
 
 /// The records of one input partition, in offset order.
@@ -77,22 +79,50 @@ pub fn build(
         })
         .collect();
     let index_of = |key: &str| plan.partitions.iter().position(|p| p.key.as_str() == key);
-    let mut orders_by_partition: Vec<Vec<OutputRecord>> = vec![Vec::new(); partitions.len()];
+    let mut orders_by_partition: Vec<Vec<OutputRecord>> = plan
+        .partitions
+        .iter()
+        .map(|_| Vec::with_capacity(plan.orders.len() / plan.partitions.len().max(1) + 1))
+        .collect();
+    // A batch has far fewer customers than orders: each location is written out once.
+    let mut location_json: std::collections::HashMap<&str, Vec<u8>> =
+        std::collections::HashMap::new();
     let mut key_text = String::new();
+    // The plan's orders come partition by partition: look a partition up when it changes.
+    let mut current: Option<(&str, i32, Option<usize>)> = None;
     for (index, planned) in plan.orders.iter().enumerate() {
         if refused.get(index).copied().unwrap_or(false) {
             continue;
         }
-        key_text.clear();
-        let _ = write!(
-            key_text,
-            "{}-{}",
-            planned.source.topic, planned.source.partition
-        );
-        let Some(at) = index_of(&key_text) else {
+        let source = &planned.source;
+        let at = match current {
+            Some((topic, partition, at))
+                if topic == &*source.topic && partition == source.partition =>
+            {
+                at
+            }
+            _ => {
+                key_text.clear();
+                let _ = write!(key_text, "{}-{}", source.topic, source.partition);
+                let at = index_of(&key_text);
+                current = Some((&source.topic, source.partition, at));
+                at
+            }
+        };
+        let Some(at) = at else {
             continue;
         };
-        orders_by_partition[at].push(order_record(&planned.order, &planned.source, locations));
+        let order = &planned.order;
+        let location = location_json.entry(order.customer()).or_insert_with(|| {
+            location_fields(locations.get(order.customer()).and_then(Option::as_ref))
+        });
+        orders_by_partition[at].push(OutputRecord {
+            offset: source.offset,
+            destination: Destination::Orders,
+            key: Some(order.order_no().as_bytes().to_vec()),
+            value: Some(order_json(order, location)),
+            headers: source_headers(source),
+        });
     }
     for (partition, orders) in partitions.iter_mut().zip(orders_by_partition) {
         partition.records = orders;
@@ -102,15 +132,15 @@ pub fn build(
             let Some(at) = index_of(dead.partition_key.as_str()) else {
                 continue;
             };
-            let mut headers: Vec<(String, Option<Vec<u8>>)> = dead
+            let mut headers: Vec<(Cow<'static, str>, Option<Vec<u8>>)> = dead
                 .poison
                 .headers
                 .iter()
-                .map(|header| (header.name.clone(), header.value.clone()))
+                .map(|header| (Cow::Owned(header.name.clone()), header.value.clone()))
                 .collect();
             headers.extend(source_headers(&dead.source));
             headers.push((
-                DEAD_LETTER_REASON.to_owned(),
+                Cow::Borrowed(DEAD_LETTER_REASON),
                 Some(dead.poison.reason.clone().into_bytes()),
             ));
             partitions[at].records.push(OutputRecord {
@@ -130,60 +160,83 @@ pub fn build(
     partitions
 }
 
-/// The output record of an order.
-fn order_record(order: &Order, source: &SourcePosition, locations: &Locations) -> OutputRecord {
-    OutputRecord {
-        offset: source.offset,
-        destination: Destination::Orders,
-        key: Some(order.order_no().as_bytes().to_vec()),
-        value: Some(order_value(order, locations).into_bytes()),
-        headers: source_headers(source).collect(),
-    }
-}
-
-/// The output value: the order with the input topic's field names (the date as ISO 8601) and
-/// the customer's location, `null` where the `customers` table has none. Decimals are written
-/// exactly as they are held, never through a float.
-pub fn order_value(order: &Order, locations: &Locations) -> String {
-    let location = locations.get(order.customer()).and_then(Option::as_ref);
-    let address = location.and_then(|l| l.address.as_deref());
-    let longitude = location.and_then(|l| l.longitude);
-    let latitude = location.and_then(|l| l.latitude);
-    let mut value = String::with_capacity(256);
+/// The output value: the order with the input topic's field names (the date as ISO 8601),
+/// ending with `location`, its customer's location as [`location_fields`] writes it. Decimals
+/// are written exactly as they are held, never through a float. Written straight into one
+/// buffer: this runs for every order of a batch between the commit and the first record
+/// produced.
+fn order_json(order: &Order, location: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(200 + location.len());
+    value.extend_from_slice(br#"{"OrderNo":"#);
+    json_string(&mut value, order.order_no());
+    let _ = write!(value, r#","OrderDate":"{}","Region":"#, order.order_date());
+    json_string(&mut value, order.region());
+    value.extend_from_slice(br#","Customer":"#);
+    json_string(&mut value, order.customer());
+    value.extend_from_slice(br#","Item":"#);
+    json_string(&mut value, order.item());
     let _ = write!(
         value,
-        r#"{{"OrderNo":{},"OrderDate":"{}","Region":{},"Customer":{},"Item":{},"Units":{},"Unit Cost":{},"Total":{},"Address":{},"Longitude":{},"Latitude":{}}}"#,
-        json_text(order.order_no()),
-        order.order_date(),
-        json_text(order.region()),
-        json_text(order.customer()),
-        json_text(order.item()),
+        r#","Units":{},"Unit Cost":{},"Total":{},"#,
         order.units(),
         order.unit_cost(),
-        order.total(),
-        address.map_or_else(|| "null".to_owned(), json_text),
-        longitude.map_or_else(|| "null".to_owned(), |d| d.to_string()),
-        latitude.map_or_else(|| "null".to_owned(), |d| d.to_string()),
+        order.total()
     );
+    value.extend_from_slice(location);
+    value.push(b'}');
     value
 }
 
-fn json_text(text: &str) -> String {
-    serde_json::Value::from(text).to_string()
+/// `"Address":...,"Longitude":...,"Latitude":...` of `location`, each `null` when unknown.
+fn location_fields(location: Option<&Location>) -> Vec<u8> {
+    let mut fields = Vec::with_capacity(96);
+    fields.extend_from_slice(br#""Address":"#);
+    match location.and_then(|l| l.address.as_deref()) {
+        Some(address) => json_string(&mut fields, address),
+        None => fields.extend_from_slice(b"null"),
+    }
+    fields.extend_from_slice(br#","Longitude":"#);
+    json_decimal(&mut fields, location.and_then(|l| l.longitude));
+    fields.extend_from_slice(br#","Latitude":"#);
+    json_decimal(&mut fields, location.and_then(|l| l.latitude));
+    fields
 }
 
-fn source_headers(source: &SourcePosition) -> impl Iterator<Item = (String, Option<Vec<u8>>)> {
-    [
-        Some((SOURCE_TOPIC, source.topic.to_string())),
-        Some((SOURCE_PARTITION, source.partition.to_string())),
-        Some((SOURCE_OFFSET, source.offset.to_string())),
-        source
-            .timestamp_ms
-            .map(|timestamp| (SOURCE_TIMESTAMP, timestamp.to_string())),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|(name, value)| (name.to_owned(), Some(value.into_bytes())))
+/// `text` as a JSON string, escaped by serde_json (writing to a vector cannot fail).
+fn json_string(out: &mut Vec<u8>, text: &str) {
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+fn json_decimal(out: &mut Vec<u8>, decimal: Option<rust_decimal::Decimal>) {
+    match decimal {
+        Some(decimal) => {
+            let _ = write!(out, "{decimal}");
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn source_headers(source: &SourcePosition) -> Vec<(Cow<'static, str>, Option<Vec<u8>>)> {
+    let mut headers = Vec::with_capacity(4);
+    headers.push((
+        Cow::Borrowed(SOURCE_TOPIC),
+        Some(source.topic.as_bytes().to_vec()),
+    ));
+    headers.push((
+        Cow::Borrowed(SOURCE_PARTITION),
+        Some(source.partition.to_string().into_bytes()),
+    ));
+    headers.push((
+        Cow::Borrowed(SOURCE_OFFSET),
+        Some(source.offset.to_string().into_bytes()),
+    ));
+    if let Some(timestamp) = source.timestamp_ms {
+        headers.push((
+            Cow::Borrowed(SOURCE_TIMESTAMP),
+            Some(timestamp.to_string().into_bytes()),
+        ));
+    }
+    headers
 }
 
 /// A record of a partition that was not delivered: the partition is redelivered from it.
@@ -319,7 +372,7 @@ mod tests {
         let headers: Vec<(&str, &str)> = record
             .headers
             .iter()
-            .map(|(name, value)| (name.as_str(), text(value)))
+            .map(|(name, value)| (name.as_ref(), text(value)))
             .collect();
         assert_eq!(
             headers,
@@ -390,7 +443,7 @@ mod tests {
         let dead = &with_dead_letters[0].records[1];
         assert_eq!(text(&dead.key), "k");
         assert_eq!(text(&dead.value), "{oops");
-        let names: Vec<&str> = dead.headers.iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<&str> = dead.headers.iter().map(|(n, _)| n.as_ref()).collect();
         assert_eq!(
             names,
             [
