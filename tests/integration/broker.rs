@@ -66,6 +66,20 @@ impl Dedicated {
     }
 }
 
+impl Dedicated {
+    /// Starts tansu storing in the sqlite file `file` (see `xtask::broker::Tansu::start_on_file`).
+    pub fn start_on_file(
+        file: &std::path::Path,
+        advertised_port: Option<u16>,
+        args: &[&str],
+    ) -> Self {
+        Self(
+            xtask::broker::Tansu::start_on_file(file, advertised_port, args)
+                .unwrap_or_else(|why| panic!("{why}")),
+        )
+    }
+}
+
 impl std::ops::Deref for Dedicated {
     type Target = xtask::broker::Tansu;
     fn deref(&self) -> &Self::Target {

@@ -1,11 +1,13 @@
 //! The output topic over TLS and SASL, with the real function binary: TLS verified against the
-//! test's own CA, and the clear, prompt report when the brokers refuse the connection (a
-//! certificate from another CA, a SASL login from a Secrets Manager secret the broker refuses).
+//! test's own CA, a SCRAM-SHA-512 login over TLS with the credentials from a Secrets Manager
+//! secret, and the clear, prompt report when the brokers refuse the connection (a certificate
+//! from another CA, a SASL login the broker refuses).
 //!
 //! tansu 0.6 takes `--cert` and `--key` but serves plain TCP, so TLS is terminated by a front
-//! in this file (rustls, with an rcgen certificate). Its `--authentication` refuses PLAIN in
-//! the handshake and SCRAM for users it has not stored: the refusals are tested here, a
-//! successful SASL login is not (the producer's SASL settings are unit-tested).
+//! in this file (rustls, with an rcgen certificate). Its `--authentication` offers SCRAM-SHA-256
+//! and SCRAM-SHA-512 (not PLAIN: its SASL library is built without it), checked against the
+//! users its storage keeps: in memory it keeps none, so the successful login runs on a sqlite
+//! file, the user created while the broker still runs without authentication.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -188,6 +190,92 @@ async fn the_output_topic_over_tls_verified_against_the_configured_ca() {
         records.extend(reader.poll(Duration::from_millis(500), 100).await.unwrap());
     }
     assert_eq!(records.len(), 10, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_output_topic_over_tls_with_a_scram_login_from_a_secret() {
+    let db = fresh_db().await;
+    let pki = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let storage = dir.path().join("tansu.db");
+    let front = free_port();
+    {
+        // Users can only be created while nobody needs to log in.
+        let open = Dedicated::start_on_file(&storage, None, &[]);
+        open.create_scram_user("enricher", "s3cret-pass")
+            .unwrap_or_else(|why| panic!("{why}"));
+        let connection = Connection {
+            bootstrap_servers: open.bootstrap_servers(),
+            properties: Vec::new(),
+        };
+        kafka::ensure_topic(&connection, "enriched", 1)
+            .await
+            .unwrap();
+    }
+    let tansu = Dedicated::start_on_file(&storage, Some(front), &["--authentication"]);
+    let _tls = tls_front(front, tansu.port, &pki).await;
+    let servers = format!("127.0.0.1:{front}");
+    let arn = kafka_secret("enricher", "s3cret-pass").await;
+
+    let api = RuntimeApi::start().await.unwrap();
+    let function = start_function(
+        &api,
+        &db.url,
+        &[
+            ("KAFKA_BOOTSTRAP_SERVERS", &servers),
+            ("KAFKA_SECURITY_PROTOCOL", "sasl_ssl"),
+            ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+            ("KAFKA_SECRET_ARN", &arn),
+            ("KAFKA_SSL_CA_LOCATION", &ca.to_string_lossy()),
+        ],
+    );
+    assert_eq!(
+        invoke(&api, Duration::from_secs(30)).await,
+        BatchResponse::default()
+    );
+    let log = stop(function).await;
+    assert!(
+        !log.contains("s3cret-pass"),
+        "the password stays out of the log"
+    );
+
+    let mut reader_connection = tls(&servers, &ca);
+    reader_connection.properties.extend(
+        [
+            ("security.protocol", "sasl_ssl"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.username", "enricher"),
+            ("sasl.password", "s3cret-pass"),
+        ]
+        .map(|(name, value)| (name.to_owned(), value.to_owned())),
+    );
+    let mut reader = KafkaSource::connect(
+        &reader_connection,
+        &["enriched".to_owned()],
+        "checker",
+        StartingPosition::TrimHorizon,
+    )
+    .await
+    .unwrap();
+    let mut records = Vec::new();
+    let until = Instant::now() + Duration::from_secs(30);
+    while records.len() < 10 && Instant::now() < until {
+        records.extend(reader.poll(Duration::from_millis(500), 100).await.unwrap());
+    }
+    let mut keys: Vec<String> = records
+        .iter()
+        .map(|record| {
+            String::from_utf8_lossy(record.key.as_deref().unwrap_or_default()).into_owned()
+        })
+        .collect();
+    keys.sort();
+    let expected: Vec<String> = (1..=10).map(|n| format!("SO-{n:03}")).collect();
+    assert_eq!(
+        keys, expected,
+        "every good order of the sample, once: {log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
