@@ -571,7 +571,10 @@ fn client_config(sink: &KafkaSink, user: Option<&KafkaUser>) -> ClientConfig {
         // lz4: compiled into librdkafka (no further C library in the binary), and the
         // cheapest on CPU of the codecs for JSON, where Lambda pays for every millisecond.
         .set("compression.type", "lz4")
-        .set("linger.ms", "5")
+        // Every invocation enqueues its whole batch at once and then waits for it: lingering
+        // would only hold back the last request. Records still batch up behind the requests
+        // in flight (end_to_end, 10,000 records: produce_ms 26-45 with 5 ms, 17-29 with 0).
+        .set("linger.ms", "0")
         // Kafka's Java partitioner: an order lands where any Java or Kafka Streams client
         // keyed by its number would put it.
         .set("partitioner", "murmur2_random")
