@@ -21,6 +21,21 @@ pub struct LookupStats {
     pub round_trips: usize,
 }
 
+/// The locations of `customers` if the cache holds a fresh entry for every one of them, else
+/// `None`. Reads only: [`locate`] is what counts hits and fills the cache.
+pub fn cached(cache: &Mutex<LocationCache>, customers: &[&str]) -> Option<Locations> {
+    let now = Instant::now();
+    let mut cache = lock(cache);
+    customers
+        .iter()
+        .map(|&customer| {
+            cache
+                .get(customer, now)
+                .map(|location| (customer.to_owned(), location))
+        })
+        .collect()
+}
+
 /// The locations of `customers`, from the cache and, for the missing ones, one query on `conn`
 /// (inside the invocation's transaction).
 #[tracing::instrument(name = "lookup", level = "debug", skip_all, fields(customers = customers.len()), err(level = "debug"))]

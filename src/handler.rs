@@ -1,5 +1,6 @@
 //! One invocation: event in, decode, plan, enrich and write, response out.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -88,6 +89,28 @@ pub fn parse_event(body: &[u8]) -> Result<KafkaEvent<'_>, serde_json::Error> {
     }
 }
 
+/// The output records built on another thread while the database works, when the cache holds
+/// every customer of the batch (a warm execution environment): the build then costs the
+/// invocation nothing but the wait it overlaps. It yields the locations it used, for the
+/// check after the write.
+fn build_output_ahead(
+    app: &App,
+    plan: &Arc<plan::Plan>,
+) -> Option<tokio::task::JoinHandle<(Locations, Vec<output::PartitionOutput>)>> {
+    app.producer.as_ref()?;
+    if plan.orders.is_empty() {
+        return None;
+    }
+    let locations = crate::enrich::cached(&app.cache, &plan.distinct_customers())?;
+    let plan = Arc::clone(plan);
+    let dead_letters_to_kafka = !app.writes_to_postgres;
+    Some(tokio::task::spawn_blocking(move || {
+        let refused = vec![false; plan.orders.len()];
+        let records = output::build(&plan, &locations, &refused, dead_letters_to_kafka);
+        (locations, records)
+    }))
+}
+
 /// Converts Lambda's deadline (epoch milliseconds) into the instant by which the write must
 /// have finished, `margin` earlier. `None` when the runtime gave no deadline.
 pub fn deadline_from_epoch_ms(deadline_ms: u64, margin: Duration) -> Option<Instant> {
@@ -139,6 +162,8 @@ pub async fn process(
     let decode_ms = millis(started.elapsed());
     plan.log_records_set_aside();
 
+    let plan = Arc::new(plan);
+    let built_ahead = build_output_ahead(app, &plan);
     let (io, result) = if plan.has_writes() {
         // Boxed: the database work is a deep future (retries, spans, the transaction), and
         // nesting it inline in the runtime's future overflows rustc's layout query depth.
@@ -157,14 +182,27 @@ pub async fn process(
     };
     let produced = match (&app.producer, &failure) {
         (Some(producer), None) => {
-            let mut refused = vec![false; plan.orders.len()];
-            for &index in &io.refused {
-                if let Some(flag) = refused.get_mut(index) {
-                    *flag = true;
+            // The records built while the database worked hold, unless the write used other
+            // locations (a cache entry expired in between) or the database refused orders.
+            let ahead = match built_ahead {
+                Some(ahead) if io.refused.is_empty() => match ahead.await {
+                    Ok((used, records)) if used == locations => Some(records),
+                    _ => None,
+                },
+                _ => None,
+            };
+            let records_built_ahead = ahead.is_some();
+            let records = ahead.unwrap_or_else(|| {
+                let mut refused = vec![false; plan.orders.len()];
+                for &index in &io.refused {
+                    if let Some(flag) = refused.get_mut(index) {
+                        *flag = true;
+                    }
                 }
-            }
-            let records = output::build(&plan, &locations, &refused, !app.writes_to_postgres);
-            let report = Box::pin(producer.produce(&records, deadline)).await;
+                output::build(&plan, &locations, &refused, !app.writes_to_postgres)
+            });
+            let mut report = Box::pin(producer.produce(&records, deadline)).await;
+            report.records_built_ahead = records_built_ahead;
             for failed in &report.undelivered {
                 tracing::warn!(
                     partition = failed.partition.as_str(),
@@ -202,6 +240,7 @@ pub async fn process(
             undelivered_partitions: report.undelivered.len(),
             first_failure: report.undelivered.first().map(|u| u.reason.clone()),
             produce_ms: report.produce_ms,
+            records_built_ahead: report.records_built_ahead,
         }),
         oldest_timestamp_ms: plan.oldest_timestamp_ms,
         database_retries: io.retries,

@@ -286,6 +286,7 @@ mod tests {
             undelivered_partitions: 1,
             first_failure: Some("broker down".into()),
             produce_ms: 21,
+            records_built_ahead: false,
         });
         let doc: Value =
             serde_json::from_str(&emf_document(&summary, &config(), 0).unwrap()).unwrap();

@@ -73,6 +73,8 @@ pub struct ProduceSummary {
     pub first_failure: Option<String>,
     /// Milliseconds producing and waiting for the delivery reports.
     pub produce_ms: u64,
+    /// Whether the records were built while the database worked, from the cache's locations.
+    pub records_built_ahead: bool,
 }
 
 impl Summary {
@@ -136,6 +138,7 @@ pub fn log_summary(request_id: &str, summary: &Summary) {
                 records_produced = produce.delivered,
                 partitions_undelivered = produce.undelivered_partitions,
                 produce_ms = produce.produce_ms,
+                records_built_ahead = produce.records_built_ahead,
                 produce_failure = produce.first_failure.as_deref().unwrap_or_default(),
                 total_ms = summary.total_ms,
                 failure = failure.as_str(),

@@ -113,8 +113,13 @@ async fn both_sinks_commit_the_table_then_produce_each_order_keyed_with_location
     assert_eq!(reported(&response), vec![]);
     let produced = summary.produce.clone().unwrap();
     assert_eq!(
-        (produced.delivered, produced.undelivered_partitions),
-        (10, 0)
+        (
+            produced.delivered,
+            produced.undelivered_partitions,
+            produced.records_built_ahead
+        ),
+        (10, 0, false),
+        "a cold cache: the records are built after the write"
     );
     assert_eq!(count(&db.pool, "enriched_orders").await, 10);
 
@@ -165,18 +170,24 @@ async fn both_sinks_commit_the_table_then_produce_each_order_keyed_with_location
 
     // A redelivery changes nothing in the table and produces the orders again, in the same
     // order within each output partition.
+    // The cache is warm now, so the records are built while the database works; they are the
+    // same records.
     let before = orders_snapshot(&db.pool).await;
-    let (response, _) = process(&app, event("sample-orders.json")).await;
+    let (response, summary) = process(&app, event("sample-orders.json")).await;
     assert_eq!(reported(&response), vec![]);
+    assert!(summary.produce.unwrap().records_built_ahead);
     assert_eq!(orders_snapshot(&db.pool).await, before);
     let again = consume(&servers, &out, 20).await;
     assert_eq!(again.len(), 20);
-    let mut per_key: BTreeMap<String, Vec<(i32, i64, String)>> = BTreeMap::new();
+    // Per order number: (output partition, output offset, source offset, value) of each copy.
+    type Copy = (i32, i64, String, Vec<u8>);
+    let mut per_key: BTreeMap<String, Vec<Copy>> = BTreeMap::new();
     for record in &again {
         per_key.entry(key(record)).or_default().push((
             record.partition,
             record.offset,
             header(record, "source-offset").to_owned(),
+            record.value.clone().unwrap_or_default(),
         ));
     }
     for (order, copies) in per_key {
@@ -186,6 +197,11 @@ async fn both_sinks_commit_the_table_then_produce_each_order_keyed_with_location
             "{order}: one output partition per key"
         );
         assert!(copies[0].1 < copies[1].1);
+        assert_eq!(
+            (&copies[0].2, &copies[0].3),
+            (&copies[1].2, &copies[1].3),
+            "{order}: the same record again"
+        );
     }
 }
 
