@@ -253,6 +253,7 @@ impl OutputProducer {
         let mut delivered = 0;
         let mut producer_lost = false;
         let mut failed: Vec<Option<(usize, Undelivered)>> = vec![None; partitions.len()];
+        let enqueue_started = Instant::now();
         let mut pending = Vec::with_capacity(partitions.iter().map(|p| p.records.len()).sum());
         'partitions: for (index, partition) in partitions.iter().enumerate() {
             let Some(first) = starts.get(index).copied().flatten() else {
@@ -307,6 +308,11 @@ impl OutputProducer {
             }
         }
 
+        tracing::debug!(
+            records = pending.len(),
+            enqueue_ms = millis(enqueue_started.elapsed()),
+            "records handed to the producer"
+        );
         let mut out_of_time = false;
         let mut end = end;
         let mut refused: Option<String> = None;
