@@ -173,23 +173,40 @@ impl<'a> From<&'a str> for Text<'a> {
 
 impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Text<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Borrowed(text)))
-            }
-            fn visit_str<E>(self, text: &str) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Owned(text.to_owned())))
-            }
-            fn visit_string<E>(self, text: String) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Owned(text)))
-            }
-        }
-        deserializer.deserialize_str(Visitor)
+        deserializer.deserialize_str(TextVisitor("a string"))
+    }
+}
+
+/// Takes a JSON string as a [`Text`], borrowed when it has no escapes; read as text or as bytes
+/// (see [`base64_text`]). `.0` is what it expects, for the error.
+struct TextVisitor(&'static str);
+
+impl<'de> serde::de::Visitor<'de> for TextVisitor {
+    type Value = Text<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+    fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Self::Value, E> {
+        Ok(Text(Cow::Borrowed(text)))
+    }
+    fn visit_str<E>(self, text: &str) -> Result<Self::Value, E> {
+        Ok(Text(Cow::Owned(text.to_owned())))
+    }
+    fn visit_string<E>(self, text: String) -> Result<Self::Value, E> {
+        Ok(Text(Cow::Owned(text)))
+    }
+    fn visit_borrowed_bytes<E>(self, bytes: &'de [u8]) -> Result<Self::Value, E> {
+        // JSON text is UTF-8, and a string of it ends at an ASCII quote, so this holds for any
+        // JSON text; the lossy branch is only for a text that was not.
+        Ok(Text(match std::str::from_utf8(bytes) {
+            Ok(text) => Cow::Borrowed(text),
+            Err(_) => Cow::Owned(String::from_utf8_lossy(bytes).into_owned()),
+        }))
+    }
+    fn visit_bytes<E>(self, bytes: &[u8]) -> Result<Self::Value, E> {
+        Ok(Text(Cow::Owned(
+            String::from_utf8_lossy(bytes).into_owned(),
+        )))
     }
 }
 
@@ -207,38 +224,6 @@ impl Serialize for Text<'_> {
 fn base64_text<'de: 'a, 'a, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Text<'a>>, D::Error> {
-    struct Bytes;
-    impl<'de> serde::de::Visitor<'de> for Bytes {
-        type Value = Text<'de>;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a base64 string")
-        }
-        fn visit_borrowed_bytes<E: serde::de::Error>(
-            self,
-            bytes: &'de [u8],
-        ) -> Result<Self::Value, E> {
-            // The event's text is UTF-8, and a string of it ends at an ASCII quote, so this
-            // holds for any JSON text; the lossy branch is only for a text that was not.
-            Ok(Text(match std::str::from_utf8(bytes) {
-                Ok(text) => Cow::Borrowed(text),
-                Err(_) => Cow::Owned(String::from_utf8_lossy(bytes).into_owned()),
-            }))
-        }
-        fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Self::Value, E> {
-            Ok(Text(Cow::Owned(
-                String::from_utf8_lossy(bytes).into_owned(),
-            )))
-        }
-        fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Self::Value, E> {
-            Ok(Text(Cow::Borrowed(text)))
-        }
-        fn visit_str<E>(self, text: &str) -> Result<Self::Value, E> {
-            Ok(Text(Cow::Owned(text.to_owned())))
-        }
-        fn visit_string<E>(self, text: String) -> Result<Self::Value, E> {
-            Ok(Text(Cow::Owned(text)))
-        }
-    }
     struct Nullable;
     impl<'de> serde::de::Visitor<'de> for Nullable {
         type Value = Option<Text<'de>>;
@@ -255,7 +240,9 @@ fn base64_text<'de: 'a, 'a, D: Deserializer<'de>>(
             self,
             deserializer: D,
         ) -> Result<Self::Value, D::Error> {
-            deserializer.deserialize_bytes(Bytes).map(Some)
+            deserializer
+                .deserialize_bytes(TextVisitor("a base64 string"))
+                .map(Some)
         }
     }
     deserializer.deserialize_option(Nullable)
@@ -518,6 +505,16 @@ mod tests {
             .into_owned()
     }
 
+    /// The record decoded, which must be poison whose reason starts with `reason`.
+    fn poison_with_reason(r: KafkaRecord<'_>, reason: &str) -> Poison {
+        let Payload::Poison(poison) = decode_record(r, &mut None, &mut Scratch::default()).payload
+        else {
+            panic!("expected poison")
+        };
+        assert!(poison.reason.starts_with(reason), "{}", poison.reason);
+        poison
+    }
+
     #[test]
     fn signed_header_bytes_decode_to_utf8() {
         let raw =
@@ -577,15 +574,7 @@ mod tests {
         let r = record(
             r#"{"topic":"orders","partition":0,"offset":3,"timestamp":1,"key":"U08tMDAx","value":"not base64!","headers":[{"h":[104]}]}"#,
         );
-        let decoded = decode_record(r, &mut None, &mut Scratch::default());
-        let Payload::Poison(poison) = decoded.payload else {
-            panic!("expected poison")
-        };
-        assert!(
-            poison.reason.starts_with("value is not valid base64"),
-            "{}",
-            poison.reason
-        );
+        let poison = poison_with_reason(r, "value is not valid base64");
         assert_eq!(poison.raw_key.as_deref(), Some(&b"SO-001"[..]));
         assert_eq!(poison.raw_value.as_deref(), Some(&b"not base64!"[..]));
         assert_eq!(
@@ -612,15 +601,7 @@ mod tests {
         let r = record(
             "{\"topic\":\"orders\",\"partition\":0,\"offset\":3,\"timestamp\":1,\"value\":\"e3\u{1}0=\"}",
         );
-        let decoded = decode_record(r, &mut None, &mut Scratch::default());
-        let Payload::Poison(poison) = decoded.payload else {
-            panic!("expected poison")
-        };
-        assert!(
-            poison.reason.starts_with("value is not valid base64"),
-            "{}",
-            poison.reason
-        );
+        let poison = poison_with_reason(r, "value is not valid base64");
         assert_eq!(poison.raw_value.as_deref(), Some(&b"e3\x010="[..]));
     }
 
@@ -644,15 +625,7 @@ mod tests {
         let r = record(&format!(
             r#"{{"topic":"t","partition":0,"offset":0,"timestamp":1,"key":"%%%","value":"{value}"}}"#
         ));
-        let Payload::Poison(poison) = decode_record(r, &mut None, &mut Scratch::default()).payload
-        else {
-            panic!("expected poison")
-        };
-        assert!(
-            poison.reason.starts_with("key is not valid base64"),
-            "{}",
-            poison.reason
-        );
+        let poison = poison_with_reason(r, "key is not valid base64");
         assert_eq!(poison.raw_key.as_deref(), Some(&b"%%%"[..]));
     }
 

@@ -131,6 +131,28 @@ async fn invoke(api: &RuntimeApi, deadline: Duration) -> BatchResponse {
     }
 }
 
+/// The records of the topic `enriched`, read from the start until `at_least` arrived or 30 s
+/// passed.
+async fn read_enriched(
+    connection: &Connection,
+    at_least: usize,
+) -> Vec<esm_local::batch::SourceRecord> {
+    let mut reader = KafkaSource::connect(
+        connection,
+        &["enriched".to_owned()],
+        "checker",
+        StartingPosition::TrimHorizon,
+    )
+    .await
+    .unwrap();
+    let mut records = Vec::new();
+    let until = Instant::now() + Duration::from_secs(30);
+    while records.len() < at_least && Instant::now() < until {
+        records.extend(reader.poll(Duration::from_millis(500), 100).await.unwrap());
+    }
+    records
+}
+
 fn tls(servers: &str, ca: &Path) -> Connection {
     Connection {
         bootstrap_servers: servers.to_owned(),
@@ -176,19 +198,7 @@ async fn the_output_topic_over_tls_verified_against_the_configured_ca() {
     );
     let log = stop(function).await;
 
-    let mut reader = KafkaSource::connect(
-        &connection,
-        &["enriched".to_owned()],
-        "checker",
-        StartingPosition::TrimHorizon,
-    )
-    .await
-    .unwrap();
-    let mut records = Vec::new();
-    let until = Instant::now() + Duration::from_secs(30);
-    while records.len() < 10 && Instant::now() < until {
-        records.extend(reader.poll(Duration::from_millis(500), 100).await.unwrap());
-    }
+    let records = read_enriched(&connection, 10).await;
     assert_eq!(records.len(), 10, "{log}");
 }
 
@@ -251,19 +261,7 @@ async fn the_output_topic_over_tls_with_a_scram_login_from_a_secret() {
         ]
         .map(|(name, value)| (name.to_owned(), value.to_owned())),
     );
-    let mut reader = KafkaSource::connect(
-        &reader_connection,
-        &["enriched".to_owned()],
-        "checker",
-        StartingPosition::TrimHorizon,
-    )
-    .await
-    .unwrap();
-    let mut records = Vec::new();
-    let until = Instant::now() + Duration::from_secs(30);
-    while records.len() < 10 && Instant::now() < until {
-        records.extend(reader.poll(Duration::from_millis(500), 100).await.unwrap());
-    }
+    let records = read_enriched(&reader_connection, 10).await;
     let mut keys: Vec<String> = records
         .iter()
         .map(|record| {
