@@ -105,8 +105,8 @@ fn build_output_ahead(
     let plan = Arc::clone(plan);
     let dead_letters_to_kafka = !app.writes_to_postgres;
     Some(tokio::task::spawn_blocking(move || {
-        let refused = vec![false; plan.orders.len()];
-        let records = output::build(&plan, &locations, &refused, dead_letters_to_kafka);
+        // No order refused: that is known only after the write, and checked then.
+        let records = output::build(&plan, &locations, &[], dead_letters_to_kafka);
         (locations, records)
     }))
 }
@@ -201,8 +201,7 @@ pub async fn process(
                 }
                 output::build(&plan, &locations, &refused, !app.writes_to_postgres)
             });
-            let mut report = Box::pin(producer.produce(&records, deadline)).await;
-            report.records_built_ahead = records_built_ahead;
+            let report = Box::pin(producer.produce(&records, deadline)).await;
             for failed in &report.undelivered {
                 tracing::warn!(
                     partition = failed.partition.as_str(),
@@ -211,11 +210,13 @@ pub async fn process(
                     "record not delivered to the output topic; its partition is redelivered from it"
                 );
             }
-            Some(report)
+            Some((report, records_built_ahead))
         }
         _ => None,
     };
-    let undelivered = produced.as_ref().map_or(&[][..], |r| &r.undelivered[..]);
+    let undelivered = produced
+        .as_ref()
+        .map_or(&[][..], |(report, _)| &report.undelivered[..]);
     let response = output::response(&plan, outcome, undelivered);
     let committed = failure.is_none() && app.writes_to_postgres;
     let summary = Summary {
@@ -235,12 +236,12 @@ pub async fn process(
         },
         reported: response.batch_item_failures.len(),
         redelivered_records: plan.redelivered_by(&response),
-        produce: produced.map(|report| ProduceSummary {
+        produce: produced.map(|(report, records_built_ahead)| ProduceSummary {
             delivered: report.delivered,
             undelivered_partitions: report.undelivered.len(),
             first_failure: report.undelivered.first().map(|u| u.reason.clone()),
             produce_ms: report.produce_ms,
-            records_built_ahead: report.records_built_ahead,
+            records_built_ahead,
         }),
         oldest_timestamp_ms: plan.oldest_timestamp_ms,
         database_retries: io.retries,
@@ -255,6 +256,8 @@ pub async fn process(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn an_event_that_is_not_utf8_is_refused_with_where_it_goes_wrong() {
         let body = b"{\"records\":{\"orders-\xff\":[]}}";
@@ -266,8 +269,6 @@ mod tests {
         let event = parse_event(br#"{"records":{"orders-0":[]}}"#).unwrap();
         assert_eq!(event.records.len(), 1);
     }
-
-    use super::*;
 
     const NOW_MS: u64 = 1_795_314_843_596;
 

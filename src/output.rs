@@ -63,7 +63,8 @@ pub struct PartitionOutput {
 
 /// The records to produce for `plan`, per input partition, in offset order. `refused[i]` is
 /// whether the database refused `plan.orders[i]` (it is a dead letter in the database then, not
-/// an order). Dead letters are included only when `dead_letters_to_kafka` (Kafka is the only sink).
+/// an order); orders past the end of `refused` were not refused. Dead letters are included
+/// only when `dead_letters_to_kafka` (Kafka is the only sink).
 pub fn build(
     plan: &Plan,
     locations: &Locations,

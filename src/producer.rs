@@ -59,8 +59,6 @@ pub struct ProduceReport {
     pub undelivered: Vec<Undelivered>,
     /// Milliseconds from the first enqueue to the last delivery report.
     pub produce_ms: u64,
-    /// Whether the records were built while the database worked (set by the handler).
-    pub records_built_ahead: bool,
 }
 
 /// One round of enqueueing and waiting.

@@ -188,6 +188,16 @@ pub async fn write(
     for orders in &mut rounds {
         orders.sort_unstable_by(|a, b| a.order.order_no().cmp(b.order.order_no()));
     }
+    stats.customers_not_found = plan
+        .orders
+        .iter()
+        .filter(|planned| {
+            locations
+                .get(planned.order.customer())
+                .and_then(Option::as_ref)
+                .is_none()
+        })
+        .count();
     if !rounds.is_empty() {
         sqlx::raw_sql(PREPARE_WRITE).execute(&mut *conn).await?;
         stats.round_trips += 1;
@@ -221,7 +231,6 @@ async fn copy_new_orders(
         ORDER_FIELDS,
         std::iter::once((None, orders)),
         locations,
-        stats,
     )
     .await;
     stats.round_trips += 1;
@@ -230,8 +239,6 @@ async fn copy_new_orders(
         Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some(UNIQUE_VIOLATION) => {
             sqlx::raw_sql(UNDO_DIRECT_COPY).execute(&mut *conn).await?;
             stats.round_trips += 1;
-            // The general path counts them again.
-            stats.customers_not_found = 0;
             Ok(None)
         }
         Err(error) => Err(error),
@@ -257,7 +264,6 @@ async fn upsert_orders(
         STAGED_FIELDS,
         numbered,
         locations,
-        stats,
     )
     .await?;
     stats.round_trips += 1;
@@ -286,7 +292,6 @@ async fn copy_orders<'p>(
     fields_per_row: i16,
     batches: impl IntoIterator<Item = (Option<i32>, &'p [&'p PlannedOrder])>,
     locations: &Locations,
-    stats: &mut WriteStats,
 ) -> Result<u64, sqlx::Error> {
     let mut copy = conn.copy_in_raw(copy_statement).await?;
     let mut rows = CopyRows::new(fields_per_row);
@@ -295,9 +300,6 @@ async fn copy_orders<'p>(
             let location = locations
                 .get(planned.order.customer())
                 .and_then(Option::as_ref);
-            if location.is_none() {
-                stats.customers_not_found += 1;
-            }
             if let Err(error) = encode_order(&mut rows, round, planned, location) {
                 copy.abort(error.to_string()).await?;
                 return Err(sqlx::Error::Encode(error));

@@ -6,16 +6,8 @@
 # PATH (the system's, else the one scripts/test installs into .local/venv) and returns 0.
 build_tools_check() {
   local missing=0
-  if ! command -v cc >/dev/null 2>&1 || ! command -v make >/dev/null 2>&1; then
-    echo "missing: a C compiler and make (librdkafka is compiled from source;" >&2
-    echo "         Debian/Ubuntu: sudo apt-get install -y build-essential)" >&2
-    missing=1
-  fi
-  if ! openssl_headers_found; then
-    echo "missing: the OpenSSL development files (librdkafka's TLS; Debian/Ubuntu: sudo apt-get install -y libssl-dev pkg-config," >&2
-    echo "         or set OPENSSL_DIR)" >&2
-    missing=1
-  fi
+  c_toolchain_check || missing=1
+  openssl_headers_check || missing=1
   if ! command -v cmake >/dev/null 2>&1; then
     if [ -x .local/venv/bin/cmake ]; then
       export PATH="$PWD/.local/venv/bin:$PATH"
@@ -26,6 +18,21 @@ build_tools_check() {
     fi
   fi
   return "$missing"
+}
+
+# c_toolchain_check, openssl_headers_check: say what is missing and return 1, else return 0.
+c_toolchain_check() {
+  command -v cc >/dev/null 2>&1 && command -v make >/dev/null 2>&1 && return 0
+  echo "missing: a C compiler and make (librdkafka, the output topic's producer, is compiled from source;" >&2
+  echo "         Debian/Ubuntu: sudo apt-get install -y build-essential)" >&2
+  return 1
+}
+
+openssl_headers_check() {
+  openssl_headers_found && return 0
+  echo "missing: the OpenSSL development files (librdkafka's TLS; Debian/Ubuntu: sudo apt-get install -y libssl-dev pkg-config," >&2
+  echo "         or set OPENSSL_DIR)" >&2
+  return 1
 }
 
 openssl_headers_found() {
