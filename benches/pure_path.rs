@@ -1,12 +1,14 @@
 //! The pure path of an invocation: parse the MSK event JSON, decode every record (base64 and
 //! order JSON) and plan the writes, for batches of 100, 1,000 and 10,000 records (the last just
 //! under the 6 MB payload limit). Reported per record and per byte of event. It starts where the
-//! handler starts: from the event's text (the handler receives the body unparsed, see
-//! `src/raw_body.rs`; the runtime's own ways of deserializing it are in `deserialize_10000`).
+//! handler starts: from the body's bytes, through `handler::parse_event` (the handler receives
+//! the body unparsed, see `src/raw_body.rs`; the runtime's own ways of deserializing it are in
+//! `deserialize_10000`).
 //! `output_records` builds the output topic's records of a 10,000-record plan.
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use msk_order_enricher::event::{self, KafkaEvent};
+use msk_order_enricher::handler;
 use msk_order_enricher::location::{Location, Locations};
 use msk_order_enricher::output;
 use msk_order_enricher::plan::{self, PoisonPolicy};
@@ -22,8 +24,9 @@ fn event_text(records: usize) -> String {
     )
 }
 
-fn decode_and_plan(text: &str) -> plan::Plan {
-    let event: KafkaEvent<'_> = serde_json::from_str(text).expect("a valid event");
+/// What the handler does with an invocation's body before any I/O.
+fn decode_and_plan(body: &str) -> plan::Plan {
+    let event: KafkaEvent<'_> = handler::parse_event(body.as_bytes()).expect("a valid event");
     plan::plan(event::decode(event), PoisonPolicy::DeadLetter)
 }
 

@@ -79,10 +79,10 @@ pub struct KafkaRecord<'a> {
     pub timestamp_type: Option<Text<'a>>,
     /// Base64; absent or null for records produced without a key.
     #[serde(default, borrow, deserialize_with = "base64_text")]
-    pub key: Option<Text<'a>>,
+    pub key: Option<Base64Text<'a>>,
     /// Base64; absent or null for a tombstone.
     #[serde(default, borrow, deserialize_with = "base64_text")]
-    pub value: Option<Text<'a>>,
+    pub value: Option<Base64Text<'a>>,
     /// One-entry objects whose values are Java `byte`s (-128..=127); absent in older payloads.
     /// Kept as raw JSON and decoded only for records that are dead-lettered: most records never
     /// need them, and decoding them for every record would cost more than the order itself.
@@ -104,8 +104,8 @@ impl KafkaRecord<'_> {
             offset: self.offset,
             timestamp: self.timestamp,
             timestamp_type: self.timestamp_type.map(Text::into_owned),
-            key: self.key.map(Text::into_owned),
-            value: self.value.map(Text::into_owned),
+            key: self.key.map(Base64Text::into_owned),
+            value: self.value.map(Base64Text::into_owned),
             headers: self.headers.map(|raw| Cow::Owned(raw.into_owned())),
         }
     }
@@ -177,8 +177,41 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     }
 }
 
-/// Takes a JSON string as a [`Text`], borrowed when it has no escapes; read as text or as bytes
-/// (see [`base64_text`]). `.0` is what it expects, for the error.
+/// A key or value as the event spells it, base64, kept as bytes: it is only ever decoded, and
+/// the decoder checks every byte anyway (base64 is ASCII), so a UTF-8 check of the 6 MB of them
+/// in a full event would be spent for nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Base64Text<'a>(Cow<'a, [u8]>);
+
+impl Base64Text<'_> {
+    /// The text, owned.
+    pub fn into_owned(self) -> Base64Text<'static> {
+        Base64Text(Cow::Owned(self.0.into_owned()))
+    }
+}
+
+impl Deref for Base64Text<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl<'a> From<&'a str> for Base64Text<'a> {
+    fn from(text: &'a str) -> Self {
+        Base64Text(Cow::Borrowed(text.as_bytes()))
+    }
+}
+
+impl Serialize for Base64Text<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // What was read from JSON text is UTF-8; anything else is written as its lossy form.
+        serializer.serialize_str(&String::from_utf8_lossy(&self.0))
+    }
+}
+
+/// Takes a JSON string as a [`Text`], borrowed when it has no escapes. `.0` is what it expects,
+/// for the error.
 struct TextVisitor(&'static str);
 
 impl<'de> serde::de::Visitor<'de> for TextVisitor {
@@ -195,18 +228,27 @@ impl<'de> serde::de::Visitor<'de> for TextVisitor {
     fn visit_string<E>(self, text: String) -> Result<Self::Value, E> {
         Ok(Text(Cow::Owned(text)))
     }
+}
+
+/// Takes a JSON string, read as bytes (see [`base64_text`]), as a [`Base64Text`].
+struct Base64Visitor;
+
+impl<'de> serde::de::Visitor<'de> for Base64Visitor {
+    type Value = Base64Text<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a base64 string")
+    }
     fn visit_borrowed_bytes<E>(self, bytes: &'de [u8]) -> Result<Self::Value, E> {
-        // JSON text is UTF-8, and a string of it ends at an ASCII quote, so this holds for any
-        // JSON text; the lossy branch is only for a text that was not.
-        Ok(Text(match std::str::from_utf8(bytes) {
-            Ok(text) => Cow::Borrowed(text),
-            Err(_) => Cow::Owned(String::from_utf8_lossy(bytes).into_owned()),
-        }))
+        Ok(Base64Text(Cow::Borrowed(bytes)))
     }
     fn visit_bytes<E>(self, bytes: &[u8]) -> Result<Self::Value, E> {
-        Ok(Text(Cow::Owned(
-            String::from_utf8_lossy(bytes).into_owned(),
-        )))
+        Ok(Base64Text(Cow::Owned(bytes.to_vec())))
+    }
+    fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Self::Value, E> {
+        Ok(Base64Text(Cow::Borrowed(text.as_bytes())))
+    }
+    fn visit_str<E>(self, text: &str) -> Result<Self::Value, E> {
+        Ok(Base64Text(Cow::Owned(text.as_bytes().to_vec())))
     }
 }
 
@@ -223,10 +265,10 @@ impl Serialize for Text<'_> {
 /// to decode and is kept as a dead letter with the reason (rather than failing the whole event).
 fn base64_text<'de: 'a, 'a, D: Deserializer<'de>>(
     deserializer: D,
-) -> Result<Option<Text<'a>>, D::Error> {
+) -> Result<Option<Base64Text<'a>>, D::Error> {
     struct Nullable;
     impl<'de> serde::de::Visitor<'de> for Nullable {
-        type Value = Option<Text<'de>>;
+        type Value = Option<Base64Text<'de>>;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("a base64 string or null")
         }
@@ -240,9 +282,7 @@ fn base64_text<'de: 'a, 'a, D: Deserializer<'de>>(
             self,
             deserializer: D,
         ) -> Result<Self::Value, D::Error> {
-            deserializer
-                .deserialize_bytes(TextVisitor("a base64 string"))
-                .map(Some)
+            deserializer.deserialize_bytes(Base64Visitor).map(Some)
         }
     }
     deserializer.deserialize_option(Nullable)
@@ -425,8 +465,8 @@ fn decode_record(
 }
 
 fn decode_payload(
-    key: Option<&str>,
-    value: &str,
+    key: Option<&[u8]>,
+    value: &[u8],
     headers: Option<&RawValue>,
     scratch: &mut Scratch,
 ) -> Payload {
@@ -455,7 +495,7 @@ fn decode_payload(
 /// Base64-decodes a key or value into `bytes` (SIMD where the CPU has it). On failure `bytes`
 /// holds the received text's bytes, so that nothing of the record is lost, and the reason says
 /// what is wrong (from the scalar decoder, which tells where).
-fn decode_base64_field(field: &str, text: &str, bytes: &mut Vec<u8>) -> Result<(), String> {
+fn decode_base64_field(field: &str, text: &[u8], bytes: &mut Vec<u8>) -> Result<(), String> {
     bytes.clear();
     if base64_simd::STANDARD.decode_append(text, bytes).is_ok() {
         return Ok(());
@@ -465,7 +505,7 @@ fn decode_base64_field(field: &str, text: &str, bytes: &mut Vec<u8>) -> Result<(
         Ok(()) => Ok(()),
         Err(error) => {
             bytes.clear();
-            bytes.extend_from_slice(text.as_bytes());
+            bytes.extend_from_slice(text);
             Err(format!(
                 "{field} is not valid base64 ({error}); stored as received"
             ))
@@ -536,7 +576,7 @@ mod tests {
             record(r#"{"topic":"orders","partition":0,"offset":3,"timestamp":1,"value":"e30="}"#);
         assert_eq!(r.key, None);
         assert!(r.headers.is_none());
-        assert_eq!(r.value.as_deref(), Some("e30="));
+        assert_eq!(r.value.as_deref(), Some(&b"e30="[..]));
     }
 
     #[test]
@@ -592,8 +632,8 @@ mod tests {
         let r = record(
             r#"{"topic":"orders","partition":0,"offset":3,"timestamp":1,"key":"Lz8\/","value":"e30\u003d"}"#,
         );
-        assert_eq!(r.key.as_deref(), Some("Lz8/"));
-        assert_eq!(r.value.as_deref(), Some("e30="));
+        assert_eq!(r.key.as_deref(), Some(&b"Lz8/"[..]));
+        assert_eq!(r.value.as_deref(), Some(&b"e30="[..]));
     }
 
     #[test]

@@ -173,6 +173,8 @@ pub fn plan(partitions: Vec<DecodedPartition>, policy: PoisonPolicy) -> Plan {
     let hasher = foldhash::fast::RandomState::default();
     let records: usize = partitions.iter().map(|p| p.records.len()).sum();
     let mut seen: HashTable<Seen> = HashTable::with_capacity(records);
+    // Most records are orders: growing the list would copy it again and again.
+    plan.orders.reserve(records);
 
     for (partition_number, partition) in partitions.into_iter().enumerate() {
         let mut progress = PartitionProgress {
