@@ -83,7 +83,7 @@ pub async fn handle(
 /// is parsed as text, which spares serde_json a UTF-8 check per string; anything else is
 /// parsed as bytes, whose error says where the text went wrong.
 pub fn parse_event(body: &[u8]) -> Result<KafkaEvent<'_>, serde_json::Error> {
-    match std::str::from_utf8(body) {
+    match simdutf8::basic::from_utf8(body) {
         Ok(text) => serde_json::from_str(text),
         Err(_) => serde_json::from_slice(body),
     }
