@@ -173,7 +173,7 @@ impl<'a> From<&'a str> for Text<'a> {
 
 impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_str(TextVisitor("a string"))
+        deserializer.deserialize_str(TextVisitor)
     }
 }
 
@@ -210,14 +210,13 @@ impl Serialize for Base64Text<'_> {
     }
 }
 
-/// Takes a JSON string as a [`Text`], borrowed when it has no escapes. `.0` is what it expects,
-/// for the error.
-struct TextVisitor(&'static str);
+/// Takes a JSON string as a [`Text`], borrowed when it has no escapes.
+struct TextVisitor;
 
 impl<'de> serde::de::Visitor<'de> for TextVisitor {
     type Value = Text<'de>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0)
+        f.write_str("a string")
     }
     fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Self::Value, E> {
         Ok(Text(Cow::Borrowed(text)))
