@@ -111,6 +111,13 @@ fn build_output_ahead(
     }))
 }
 
+/// Frees the batch's output records (about 70,000 allocations for 10,000 orders) on a blocking
+/// thread: librdkafka holds its own copies once they are enqueued, and freeing them here would
+/// delay the response by about a millisecond (measured in `end_to_end`) for nothing.
+fn free_off_the_response_path(records: Vec<output::PartitionOutput>) {
+    drop(tokio::task::spawn_blocking(move || drop(records)));
+}
+
 /// Converts Lambda's deadline (epoch milliseconds) into the instant by which the write must
 /// have finished, `margin` earlier. `None` when the runtime gave no deadline.
 pub fn deadline_from_epoch_ms(deadline_ms: u64, margin: Duration) -> Option<Instant> {
@@ -202,6 +209,7 @@ pub async fn process(
                 output::build(&plan, &locations, &refused, !app.writes_to_postgres)
             });
             let report = Box::pin(producer.produce(&records, deadline)).await;
+            free_off_the_response_path(records);
             for failed in &report.undelivered {
                 tracing::warn!(
                     partition = failed.partition.as_str(),
