@@ -15,12 +15,16 @@
 //!    [`location`], through [`cache`], one query for the misses) and [`store`] (the orders
 //!    streamed in by one binary `COPY`, [`pg_copy`], then one upsert; the dead letters in one
 //!    statement).
-//! 4. [`response`]: the partial batch response; [`summary`] (the log line) and [`metrics`] (EMF).
+//! 4. With the Kafka sink: [`output`] (pure) builds the output topic's records and [`producer`]
+//!    produces them after the commit ([`msk_iam`] signs its tokens, [`delivery`] collects each
+//!    record's delivery report).
+//! 5. [`response`]: the partial batch response; [`summary`] (the log line) and [`metrics`] (EMF).
 
 pub mod cache;
 pub mod config;
 pub mod credentials;
 pub mod db_error;
+pub mod delivery;
 pub mod enrich;
 pub mod event;
 pub mod handler;

@@ -18,12 +18,13 @@ use rdkafka::client::{ClientContext, OAuthToken};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _, PurgeConfig};
+use rdkafka::producer::{BaseRecord, Producer as _, PurgeConfig, ThreadedProducer};
 use rdkafka::types::RDKafkaRespErr;
 use tokio::sync::Notify;
 
 use crate::config::{KafkaSink, SaslMechanism};
 use crate::credentials::KafkaUser;
+use crate::delivery::{Deliveries, Outcome};
 use crate::msk_iam;
 use crate::output::{Destination, PartitionOutput, Undelivered};
 use crate::summary::millis;
@@ -80,7 +81,7 @@ pub struct OutputProducer {
 
 /// A producer and what its callbacks learned.
 struct Built {
-    producer: FutureProducer<Callbacks>,
+    producer: ThreadedProducer<Callbacks>,
     shared: Arc<Shared>,
 }
 
@@ -95,6 +96,8 @@ struct Shared {
     refused: Notify,
     /// The last error librdkafka reported for the client (not for a record), for the reasons.
     last_error: Mutex<Option<String>>,
+    /// Each record's delivery report, written by librdkafka's polling thread.
+    deliveries: Deliveries,
 }
 
 /// librdkafka's callbacks, on its own threads.
@@ -157,8 +160,15 @@ impl ClientContext for Callbacks {
 }
 
 impl rdkafka::producer::ProducerContext for Callbacks {
-    type DeliveryOpaque = ();
-    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+    /// The record's batch and slot (see `delivery`): no allocation per record.
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, opaque: usize) {
+        self.shared.deliveries.report(
+            opaque,
+            result.as_ref().map(|_| ()).map_err(|(error, _)| error),
+        );
+    }
 }
 
 impl OutputProducer {
@@ -248,11 +258,12 @@ impl OutputProducer {
         starts: &[Option<usize>],
         end: Instant,
     ) -> Attempt {
-        let mut delivered = 0;
-        let mut producer_lost = false;
         let mut failed: Vec<Option<(usize, Undelivered)>> = vec![None; partitions.len()];
         let enqueue_started = Instant::now();
-        let mut pending = Vec::with_capacity(partitions.iter().map(|p| p.records.len()).sum());
+        let capacity = partitions.iter().map(|p| p.records.len()).sum();
+        let batch = built.shared.deliveries.open(capacity);
+        // What each slot of the batch is: its partition, position, offset and topic.
+        let mut slots = Vec::with_capacity(capacity);
         'partitions: for (index, partition) in partitions.iter().enumerate() {
             let Some(first) = starts.get(index).copied().flatten() else {
                 continue;
@@ -265,6 +276,16 @@ impl OutputProducer {
                         None => continue,
                     },
                 };
+                let slot = slots.len();
+                let Some(opaque) = batch.expect(slot) else {
+                    // More records than one batch counts (2^32): the rest go next time.
+                    first_failure(&mut failed[index], position, || Undelivered {
+                        partition: partition.key.clone(),
+                        offset: record.offset,
+                        reason: "more records than one invocation can produce".to_owned(),
+                    });
+                    continue 'partitions;
+                };
                 let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
                 for (name, value) in &record.headers {
                     headers = headers.insert(Header {
@@ -272,7 +293,8 @@ impl OutputProducer {
                         value: value.as_deref(),
                     });
                 }
-                let mut message = FutureRecord::<[u8], [u8]>::to(topic).headers(headers);
+                let mut message =
+                    BaseRecord::<[u8], [u8], usize>::with_opaque_to(topic, opaque).headers(headers);
                 if let Some(key) = &record.key {
                     message = message.key(&key[..]);
                 }
@@ -280,9 +302,9 @@ impl OutputProducer {
                     message = message.payload(&value[..]);
                 }
                 loop {
-                    match built.producer.send_result(message) {
-                        Ok(delivery) => {
-                            pending.push((index, position, record.offset, topic, delivery));
+                    match built.producer.send(message) {
+                        Ok(()) => {
+                            slots.push((index, position, record.offset, topic));
                             break;
                         }
                         // librdkafka's queue is full: wait for deliveries to make room.
@@ -293,6 +315,7 @@ impl OutputProducer {
                             tokio::time::sleep(Duration::from_millis(5)).await;
                         }
                         Err((error, _)) => {
+                            batch.not_enqueued();
                             let reason = self.describe(&error, built, topic);
                             first_failure(&mut failed[index], position, || Undelivered {
                                 partition: partition.key.clone(),
@@ -305,16 +328,26 @@ impl OutputProducer {
                 }
             }
         }
-
         tracing::debug!(
-            records = pending.len(),
+            records = slots.len(),
             enqueue_ms = millis(enqueue_started.elapsed()),
             "records handed to the producer"
         );
+
+        // One wait for all the reports, cut short by the deadline or a refused connection.
+        let refused = tokio::select! {
+            () = batch.all_reported() => None,
+            () = tokio::time::sleep_until(end.into()) => None,
+            () = built.shared.refused.notified() => Some(format!(
+                "the brokers refused the connection: {} (check KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, KAFKA_SECRET_ARN and KAFKA_SSL_CA_LOCATION, or the role's kafka-cluster:Connect permission)",
+                last_error(built).unwrap_or_else(|| "no reason given".to_owned())
+            )),
+        };
+
+        let mut delivered = 0;
+        let mut producer_lost = false;
         let mut out_of_time = false;
-        let mut end = end;
-        let mut refused: Option<String> = None;
-        for (index, position, offset, topic, delivery) in pending {
+        for (slot, &(index, position, offset, topic)) in slots.iter().enumerate() {
             // Records after a known failure of their partition are redelivered anyway; the
             // ones before it still decide where the partition is reported from.
             if failed[index]
@@ -323,41 +356,16 @@ impl OutputProducer {
             {
                 continue;
             }
-            let mut delivery = std::pin::pin!(delivery);
-            let waited = if refused.is_none() {
-                tokio::select! {
-                    outcome = tokio::time::timeout_at(end.into(), &mut delivery) => Some(outcome),
-                    () = built.shared.refused.notified() => None,
-                }
-            } else {
-                None
-            };
-            let outcome = match waited {
-                Some(outcome) => outcome,
-                None => {
-                    // The connection was refused: no report is coming. Take the ones already
-                    // in and stop waiting for the rest.
-                    refused.get_or_insert_with(|| {
-                        format!(
-                            "the brokers refused the connection: {} (check KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, KAFKA_SECRET_ARN and KAFKA_SSL_CA_LOCATION, or the role's kafka-cluster:Connect permission)",
-                            last_error(built).unwrap_or_else(|| "no reason given".to_owned())
-                        )
-                    });
-                    end = Instant::now();
-                    tokio::time::timeout_at(end.into(), &mut delivery).await
-                }
-            };
-            let reason = match outcome {
-                Ok(Ok(Ok(_))) => {
+            let reason = match batch.outcome(slot) {
+                Outcome::Delivered => {
                     delivered += 1;
                     continue;
                 }
-                Ok(Ok(Err((error, _)))) => {
+                Outcome::Failed(error) => {
                     producer_lost |= error.rdkafka_error_code().is_some_and(ends_the_producer);
                     self.describe(&error, built, topic)
                 }
-                Ok(Err(_)) => "the producer was closed before the delivery report".to_owned(),
-                Err(_) => {
+                Outcome::Pending => {
                     out_of_time = true;
                     match &refused {
                         Some(reason) => reason.clone(),
@@ -378,7 +386,8 @@ impl OutputProducer {
             });
         }
         if out_of_time {
-            // Not sent yet: never sent after the answer. Sent ones may still be acknowledged.
+            // Not sent yet: never sent after the answer. Sent ones may still be acknowledged;
+            // their reports find the batch closed.
             built.producer.purge(PurgeConfig::default().queue());
         }
         if let Some((code, reason)) = built.producer.client().fatal_error() {
