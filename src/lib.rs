@@ -5,7 +5,8 @@
 //!
 //! Start-up (once per execution environment): [`config`] (the environment) → [`credentials`]
 //! (a Secrets Manager secret, or `DATABASE_URL`) → [`startup`] (pool, cache); [`telemetry`]
-//! sets up logging and [`init_error`] reports a failed start to Lambda.
+//! sets up logging, [`memory`] the allocator, and [`init_error`] reports a failed start to
+//! Lambda.
 //!
 //! One invocation, one module a step, strung together by [`handler`]:
 //! 1. [`event`]: decode the Kafka event; [`order`] parses each value into an order.
@@ -30,6 +31,7 @@ pub mod event;
 pub mod handler;
 pub mod init_error;
 pub mod location;
+pub mod memory;
 pub mod metrics;
 pub mod msk_iam;
 pub mod order;

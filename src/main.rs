@@ -8,11 +8,14 @@ use msk_order_enricher::config::Config;
 use msk_order_enricher::handler;
 use msk_order_enricher::raw_body::{RawBodies, RawBodyLayer};
 use msk_order_enricher::startup::App;
-use msk_order_enricher::{init_error, telemetry};
+use msk_order_enricher::{init_error, memory, telemetry};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     telemetry::init();
+    if !memory::reuse_large_buffers() {
+        tracing::debug!("the allocator keeps its own thresholds");
+    }
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(error) => {
