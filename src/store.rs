@@ -186,7 +186,9 @@ pub async fn write(
     let mut stats = WriteStats::default();
     let mut rounds = plan.rounds();
     for orders in &mut rounds {
-        orders.sort_unstable_by(|a, b| a.order.order_no().cmp(b.order.order_no()));
+        // A stable sort: it merges runs that are already in order, which each partition's
+        // orders usually are (order numbers grow with time), in far fewer comparisons.
+        orders.sort_by(|a, b| a.order.order_no().cmp(b.order.order_no()));
     }
     stats.customers_not_found = plan
         .orders
