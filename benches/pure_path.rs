@@ -4,7 +4,8 @@
 //! handler starts: from the body's bytes, through `handler::parse_event` (the handler receives
 //! the body unparsed, see `src/raw_body.rs`; the runtime's own ways of deserializing it are in
 //! `deserialize_10000`).
-//! `output_records` builds the output topic's records of a 10,000-record plan.
+//! `output_records` builds the output topic's records of a 10,000-record plan, and
+//! `distinct_customers` lists its customers once each.
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use msk_order_enricher::event::{self, KafkaEvent};
@@ -75,6 +76,18 @@ fn output_records(c: &mut Criterion) {
     group.finish();
 }
 
+/// The customers of a 10,000-record plan, each once (the lookup's and the cache's input), as
+/// every invocation with orders computes them before it looks them up.
+fn distinct_customers(c: &mut Criterion) {
+    let text = event_text(10_000);
+    let plan = decode_and_plan(&text);
+    assert_eq!(plan.distinct_customers().len(), 500);
+    let mut group = c.benchmark_group("distinct_customers");
+    group.throughput(Throughput::Elements(plan.orders.len() as u64));
+    group.bench_function("10000", |b| b.iter(|| plan.distinct_customers()));
+    group.finish();
+}
+
 /// How the event reaches `decode`: lambda_runtime deserializes the body through
 /// serde_path_to_error; the handler takes it as one raw JSON value and parses that text.
 fn runtime_deserialization(c: &mut Criterion) {
@@ -119,7 +132,7 @@ fn runtime_deserialization(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(4));
-    targets = pure_path, output_records, runtime_deserialization
+    targets = pure_path, output_records, distinct_customers, runtime_deserialization
 }
 
 /// `PURE_PATH_ITERATIONS=N cargo bench --bench pure_path` decodes and plans the 10,000-record

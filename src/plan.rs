@@ -1,7 +1,6 @@
 //! Pure planning: from decoded partitions, what to write, what to dead-letter, and what to
 //! report for redelivery. No I/O here; the rules that keep retries safe live in this file.
 
-use std::collections::BTreeSet;
 use std::hash::BuildHasher as _;
 
 use hashbrown::HashTable;
@@ -308,12 +307,16 @@ impl Plan {
 
     /// The distinct customer names of the orders to write, sorted.
     pub fn distinct_customers(&self) -> Vec<&str> {
-        let names: BTreeSet<&str> = self
+        // Hashed, then the few distinct names sorted: a sorted set would compare every order's
+        // name with about log2(customers) others (memcmp showed in the function's profile).
+        let names: hashbrown::HashSet<&str, foldhash::fast::RandomState> = self
             .orders
             .iter()
             .map(|planned| planned.order.customer())
             .collect();
-        names.into_iter().collect()
+        let mut names: Vec<&str> = names.into_iter().collect();
+        names.sort_unstable();
+        names
     }
 
     /// The orders of each write statement, in statement order: every order number at most
