@@ -10,10 +10,12 @@
 //! delivered.
 
 use std::sync::atomic::{AtomicU16, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use rdkafka::error::KafkaError;
 use tokio::sync::Notify;
+
+use crate::locks::lock;
 
 // The opaque holds a generation above bit 32 and a slot below it.
 const _: () = assert!(
@@ -160,13 +162,6 @@ impl Drop for OpenBatch<'_> {
     fn drop(&mut self) {
         lock(&self.deliveries.open).retain(|b| !Arc::ptr_eq(b, &self.batch));
     }
-}
-
-/// The lock, also after a panic elsewhere poisoned it: the data are plain counters and lists.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use sqlx::{PgConnection, Row};
 
 use crate::cache::LocationCache;
 use crate::location::{Location, Locations};
+use crate::locks::lock;
 
 /// What the lookup did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -93,12 +94,4 @@ pub async fn locate(
         locations.insert(customer.to_owned(), location);
     }
     Ok((locations, stats))
-}
-
-/// A panic while the lock was held cannot leave the cache inconsistent (each operation is a
-/// single map call), so a poisoned lock is taken over rather than failing every invocation.
-fn lock(cache: &Mutex<LocationCache>) -> std::sync::MutexGuard<'_, LocationCache> {
-    cache
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -31,6 +31,7 @@ pub mod event;
 pub mod handler;
 pub mod init_error;
 pub mod location;
+mod locks;
 pub mod memory;
 pub mod metrics;
 pub mod msk_iam;

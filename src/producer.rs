@@ -25,6 +25,7 @@ use tokio::sync::Notify;
 use crate::config::{KafkaSink, SaslMechanism};
 use crate::credentials::KafkaUser;
 use crate::delivery::{Deliveries, Outcome};
+use crate::locks::lock;
 use crate::msk_iam;
 use crate::output::{Destination, PartitionOutput, Undelivered};
 use crate::summary::millis;
@@ -262,19 +263,15 @@ impl OutputProducer {
         let enqueue_started = Instant::now();
         let capacity = partitions.iter().map(|p| p.records.len()).sum();
         let batch = built.shared.deliveries.open(capacity);
-        // What each slot of the batch is: its partition, position, offset and topic.
-        let mut slots = Vec::with_capacity(capacity);
+        // Each slot's record: its partition's index and its position there.
+        let mut slots: Vec<(usize, usize)> = Vec::with_capacity(capacity);
         'partitions: for (index, partition) in partitions.iter().enumerate() {
             let Some(first) = starts.get(index).copied().flatten() else {
                 continue;
             };
             for (position, record) in partition.records.iter().enumerate().skip(first) {
-                let topic = match record.destination {
-                    Destination::Orders => self.sink.topic.as_str(),
-                    Destination::DeadLetters => match &self.sink.dead_letter_topic {
-                        Some(topic) => topic.as_str(),
-                        None => continue,
-                    },
+                let Some(topic) = self.topic_for(record.destination) else {
+                    continue;
                 };
                 let slot = slots.len();
                 let Some(opaque) = batch.expect(slot) else {
@@ -304,7 +301,7 @@ impl OutputProducer {
                 loop {
                     match built.producer.send(message) {
                         Ok(()) => {
-                            slots.push((index, position, record.offset, topic));
+                            slots.push((index, position));
                             break;
                         }
                         // librdkafka's queue is full: wait for deliveries to make room.
@@ -347,7 +344,9 @@ impl OutputProducer {
         let mut delivered = 0;
         let mut producer_lost = false;
         let mut out_of_time = false;
-        for (slot, &(index, position, offset, topic)) in slots.iter().enumerate() {
+        for (slot, &(index, position)) in slots.iter().enumerate() {
+            let partition = &partitions[index];
+            let record = &partition.records[position];
             // Records after a known failure of their partition are redelivered anyway; the
             // ones before it still decide where the partition is reported from.
             if failed[index]
@@ -363,6 +362,7 @@ impl OutputProducer {
                 }
                 Outcome::Failed(error) => {
                     producer_lost |= error.rdkafka_error_code().is_some_and(ends_the_producer);
+                    let topic = self.topic_for(record.destination).unwrap_or_default();
                     self.describe(&error, built, topic)
                 }
                 Outcome::Pending => {
@@ -380,8 +380,8 @@ impl OutputProducer {
                 }
             };
             first_failure(&mut failed[index], position, || Undelivered {
-                partition: partitions[index].key.clone(),
-                offset,
+                partition: partition.key.clone(),
+                offset: record.offset,
                 reason,
             });
         }
@@ -406,10 +406,7 @@ impl OutputProducer {
 
     /// The producer to use, built again first when the last one broke or its token is stale.
     async fn ready(&self) -> Arc<Built> {
-        let current = match self.current.lock() {
-            Ok(current) => Arc::clone(&current),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        };
+        let current = Arc::clone(&lock(&self.current));
         let stale_token = self.sink.sasl == Some(SaslMechanism::AwsMskIam)
             && token_is_stale(
                 current.shared.token_expires_at_ms.load(Ordering::Relaxed),
@@ -421,12 +418,7 @@ impl OutputProducer {
         match build(&self.sink, self.user.as_ref()) {
             Ok(fresh) => {
                 let fresh = Arc::new(fresh);
-                let old = match self.current.lock() {
-                    Ok(mut slot) => std::mem::replace(&mut *slot, Arc::clone(&fresh)),
-                    Err(poisoned) => {
-                        std::mem::replace(&mut *poisoned.into_inner(), Arc::clone(&fresh))
-                    }
-                };
+                let old = std::mem::replace(&mut *lock(&self.current), Arc::clone(&fresh));
                 tracing::info!(stale_token, "Kafka producer built again");
                 // Dropping a producer purges and flushes for up to 500 ms: not on this thread.
                 drop(current);
@@ -490,6 +482,15 @@ impl OutputProducer {
         })
         .await;
         answer.unwrap_or(Ok(false))
+    }
+
+    /// The topic a record goes to; `None` for a dead letter when there is no dead-letter topic
+    /// (the dead letters then go to the database).
+    fn topic_for(&self, destination: Destination) -> Option<&str> {
+        match destination {
+            Destination::Orders => Some(self.sink.topic.as_str()),
+            Destination::DeadLetters => self.sink.dead_letter_topic.as_deref(),
+        }
     }
 
     /// A record's failure, with the setting or permission to check.

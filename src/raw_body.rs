@@ -8,7 +8,7 @@
 //! One JSON pass per invocation instead of two.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -30,9 +30,7 @@ impl RawBodies {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Bytes>> {
-        // The map is left consistent by every operation on it; a panic elsewhere cannot
-        // have broken it.
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::locks::lock(&self.0)
     }
 }
 
