@@ -396,26 +396,54 @@ pub struct DecodedPartition {
 /// Decodes every record of the event. Never fails: a record that cannot be decoded becomes a
 /// [`Payload::Poison`] with the reason, so one bad record cannot fail the batch.
 pub fn decode(event: KafkaEvent<'_>) -> Vec<DecodedPartition> {
+    Partitions::new(event).collect()
+}
+
+/// The event's partitions, each decoded when it is asked for: the write can take the first
+/// partitions while the later ones are still text. See [`decode`].
+pub struct Partitions<'a> {
+    records: std::collections::btree_map::IntoIter<Text<'a>, Vec<KafkaRecord<'a>>>,
+    records_left: usize,
     // Buffers for every record's decoded key and value: an order copies out what it keeps,
     // and only a dead letter needs the bytes themselves.
-    let mut scratch = Scratch::default();
-    event
-        .records
-        .into_iter()
-        .map(|(key, mut records)| {
-            // Lambda delivers each partition in offset order; sorting costs nothing when that
-            // holds and keeps the write order right if it ever does not.
-            records.sort_by_key(|record| record.offset);
-            let mut topic: Option<Arc<str>> = None;
-            DecodedPartition {
-                key: PartitionKey::new(key.as_str()),
-                records: records
-                    .into_iter()
-                    .map(|record| decode_record(record, &mut topic, &mut scratch))
-                    .collect(),
-            }
+    scratch: Scratch,
+}
+
+impl<'a> Partitions<'a> {
+    /// The partitions of `event`, in its order.
+    pub fn new(event: KafkaEvent<'a>) -> Self {
+        Self {
+            records_left: event.records.values().map(Vec::len).sum(),
+            records: event.records.into_iter(),
+            scratch: Scratch::default(),
+        }
+    }
+
+    /// The records of the partitions not decoded yet.
+    pub fn records_left(&self) -> usize {
+        self.records_left
+    }
+}
+
+impl Iterator for Partitions<'_> {
+    type Item = DecodedPartition;
+
+    fn next(&mut self) -> Option<DecodedPartition> {
+        let (key, mut records) = self.records.next()?;
+        self.records_left -= records.len();
+        // Lambda delivers each partition in offset order; sorting costs nothing when that
+        // holds and keeps the write order right if it ever does not.
+        records.sort_by_key(|record| record.offset);
+        let mut topic: Option<Arc<str>> = None;
+        let scratch = &mut self.scratch;
+        Some(DecodedPartition {
+            key: PartitionKey::new(key.as_str()),
+            records: records
+                .into_iter()
+                .map(|record| decode_record(record, &mut topic, scratch))
+                .collect(),
         })
-        .collect()
+    }
 }
 
 /// The epoch milliseconds `timestamptz` can hold: 4714-11-24 BC to 294276-12-31 AD.

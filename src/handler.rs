@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use lambda_runtime::{Context, Diagnostic};
 
-use crate::event::{self, KafkaEvent};
+use crate::event::KafkaEvent;
 use crate::location::Locations;
 use crate::metrics;
 use crate::output;
@@ -156,6 +156,10 @@ fn epoch_ms() -> i64 {
 /// Processes one event. Never fails: what could not be written or delivered is in the response
 /// (a lost `COMMIT` answer shows as [`WriteFailure::CommitOutcomeUnknown`] in the summary).
 ///
+/// Decoding, planning and the database write are one step ([`writer::decode_and_write`]): in
+/// a warm execution environment the write starts on the first partitions while the later ones
+/// are still being decoded. The plan is pure all the same: it is the one `plan::plan` makes.
+///
 /// With both sinks the database commits first and the records are produced after it: a
 /// partition whose delivery failed is redelivered, the database write of the redelivery
 /// changes nothing (it is idempotent) and the records are produced again.
@@ -165,19 +169,20 @@ pub async fn process(
     deadline: Option<Instant>,
 ) -> (BatchResponse, Summary) {
     let started = Instant::now();
-    let plan = plan::plan(event::decode(event), app.poison_policy);
-    let decode_ms = millis(started.elapsed());
-    plan.log_records_set_aside();
-
-    let plan = Arc::new(plan);
-    let built_ahead = build_output_ahead(app, &plan);
-    let (io, result) = if plan.has_writes() {
-        // Boxed: the database work is a deep future (retries, spans, the transaction), and
-        // nesting it inline in the runtime's future overflows rustc's layout query depth.
-        Box::pin(writer::enrich_and_write(app, &plan, deadline)).await
-    } else {
-        (writer::IoStats::default(), Ok(Locations::new()))
-    };
+    let mut built_ahead = None;
+    // Boxed: the database work is a deep future (retries, spans, the transaction), and
+    // nesting it inline in the runtime's future overflows rustc's layout query depth.
+    let written = Box::pin(writer::decode_and_write(app, event, deadline, |plan| {
+        plan.log_records_set_aside();
+        built_ahead = build_output_ahead(app, plan);
+    }))
+    .await;
+    let writer::Written {
+        plan,
+        decode_ms,
+        io,
+        result,
+    } = written;
     let (locations, failure) = match result {
         Ok(locations) => (locations, None),
         Err(failure) => (Locations::new(), Some(failure)),

@@ -165,17 +165,51 @@ struct Seen {
 
 /// Plans the batch: per partition, in offset order, what to write, dead-letter and report.
 pub fn plan(partitions: Vec<DecodedPartition>, policy: PoisonPolicy) -> Plan {
-    let mut plan = Plan::default();
+    let records = partitions.iter().map(|p| p.records.len()).sum();
+    let mut planner = Planner::new(records, policy);
+    for partition in partitions {
+        planner.add(partition);
+    }
+    planner.finish()
+}
+
+/// A plan built one partition at a time, so that the write can start on the first partitions
+/// while later ones are still being decoded. Adding every partition, in the event's order,
+/// gives exactly the plan [`plan`] gives.
+pub struct Planner {
+    plan: Plan,
+    policy: PoisonPolicy,
     // One lookup per order record, keyed by the order number of the entry it points to in
     // `plan.orders` (no copy of the key; foldhash: SipHash showed in profiles), sized for the
     // batch so that it never grows.
-    let hasher = foldhash::fast::RandomState::default();
-    let records: usize = partitions.iter().map(|p| p.records.len()).sum();
-    let mut seen: HashTable<Seen> = HashTable::with_capacity(records);
-    // Most records are orders: growing the list would copy it again and again.
-    plan.orders.reserve(records);
+    hasher: foldhash::fast::RandomState,
+    seen: HashTable<Seen>,
+}
 
-    for (partition_number, partition) in partitions.into_iter().enumerate() {
+impl Planner {
+    /// A planner for a batch of about `records` records.
+    pub fn new(records: usize, policy: PoisonPolicy) -> Self {
+        let mut plan = Plan::default();
+        // Most records are orders: growing the list would copy it again and again.
+        plan.orders.reserve(records);
+        Self {
+            plan,
+            policy,
+            hasher: foldhash::fast::RandomState::default(),
+            seen: HashTable::with_capacity(records),
+        }
+    }
+
+    /// The plan so far.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Plans the batch's next partition. Its orders are appended to the plan's (earlier
+    /// entries never change: a later record of an order replaces only the entry of its own
+    /// partition), so `plan().orders[n..]`, with `n` their count before, are this partition's.
+    pub fn add(&mut self, partition: DecodedPartition) {
+        let partition_number = self.plan.partitions.len();
         let mut progress = PartitionProgress {
             offsets: partition.records.iter().map(|r| r.source.offset).collect(),
             key: partition.key,
@@ -189,32 +223,35 @@ pub fn plan(partitions: Vec<DecodedPartition>, policy: PoisonPolicy) -> Plan {
             .filter_map(|r| r.source.timestamp_ms)
             .min()
         {
-            plan.oldest_timestamp_ms =
-                Some(plan.oldest_timestamp_ms.map_or(oldest, |o| o.min(oldest)));
+            self.plan.oldest_timestamp_ms = Some(
+                self.plan
+                    .oldest_timestamp_ms
+                    .map_or(oldest, |o| o.min(oldest)),
+            );
         }
         let mut records = partition.records.into_iter();
         for record in records.by_ref() {
-            plan.counts.received += 1;
-            plan.counts.timestamps_out_of_range +=
+            self.plan.counts.received += 1;
+            self.plan.counts.timestamps_out_of_range +=
                 usize::from(record.source.timestamp_out_of_range);
             let offset = record.source.offset;
             match record.payload {
-                Payload::Tombstone => plan.counts.tombstones += 1,
+                Payload::Tombstone => self.plan.counts.tombstones += 1,
                 Payload::Order(order) => {
-                    plan.counts.orders += 1;
+                    self.plan.counts.orders += 1;
                     progress.first_pending.get_or_insert(offset);
                     let clock_ms = record.source.timestamp_ms;
-                    let index = plan.orders.len();
-                    let hash = hasher.hash_one(order.order_no());
+                    let index = self.plan.orders.len();
+                    let hash = self.hasher.hash_one(order.order_no());
                     let mut first_record = false;
-                    let round = match seen.find_mut(hash, |seen| {
-                        plan.orders[seen.index].order.order_no() == order.order_no()
+                    let round = match self.seen.find_mut(hash, |seen| {
+                        self.plan.orders[seen.index].order.order_no() == order.order_no()
                     }) {
                         // A later record of the same order in the same partition: it wins,
                         // and the order's clock in this partition never goes back.
                         Some(earlier) if earlier.partition == partition_number => {
-                            plan.counts.superseded += 1;
-                            let earlier = &mut plan.orders[earlier.index];
+                            self.plan.counts.superseded += 1;
+                            let earlier = &mut self.plan.orders[earlier.index];
                             earlier.clock_ms = earlier.clock_ms.max(clock_ms);
                             earlier.order = order;
                             earlier.source = record.source;
@@ -235,37 +272,37 @@ pub fn plan(partitions: Vec<DecodedPartition>, policy: PoisonPolicy) -> Plan {
                             0
                         }
                     };
-                    plan.orders.push(PlannedOrder {
+                    self.plan.orders.push(PlannedOrder {
                         order,
                         source: record.source,
                         clock_ms,
                         round,
                     });
                     if first_record {
-                        let orders = &plan.orders;
-                        seen.insert_unique(
+                        let orders = &self.plan.orders;
+                        self.seen.insert_unique(
                             hash,
                             Seen {
                                 partitions: 1,
                                 partition: partition_number,
                                 index,
                             },
-                            |seen| hasher.hash_one(orders[seen.index].order.order_no()),
+                            |seen| self.hasher.hash_one(orders[seen.index].order.order_no()),
                         );
                     }
                 }
-                Payload::Poison(poison) => match policy {
+                Payload::Poison(poison) => match self.policy {
                     PoisonPolicy::DeadLetter => {
-                        plan.counts.dead_lettered += 1;
+                        self.plan.counts.dead_lettered += 1;
                         progress.first_pending.get_or_insert(offset);
-                        plan.dead_letters.push(DeadLetter {
+                        self.plan.dead_letters.push(DeadLetter {
                             partition_key: progress.key.clone(),
                             source: record.source,
                             poison,
                         });
                     }
                     PoisonPolicy::Report => {
-                        plan.counts.poison_reported += 1;
+                        self.plan.counts.poison_reported += 1;
                         progress.halted_at = Some(offset);
                         progress.halted_reason = Some(poison.reason);
                         break;
@@ -274,11 +311,21 @@ pub fn plan(partitions: Vec<DecodedPartition>, policy: PoisonPolicy) -> Plan {
             }
         }
         let held_back = records.len();
-        plan.counts.held_back += held_back;
-        plan.counts.received += held_back;
-        plan.partitions.push(progress);
+        self.plan.counts.held_back += held_back;
+        self.plan.counts.received += held_back;
+        self.plan.partitions.push(progress);
     }
-    plan
+
+    /// The plan of every partition added.
+    pub fn finish(mut self) -> Plan {
+        self.take()
+    }
+
+    /// The plan of every partition added, leaving the planner with none.
+    pub fn take(&mut self) -> Plan {
+        self.seen.clear();
+        std::mem::take(&mut self.plan)
+    }
 }
 
 impl Plan {
@@ -632,6 +679,57 @@ mod tests {
         // SO-1 in orders-0: offsets 1 and 2 (timestamps 1001, 1002): the clock is the later.
         assert_eq!(plan.orders[0].clock_ms, Some(1002));
         assert_eq!(plan.counts.superseded, 1);
+    }
+
+    #[test]
+    fn a_plan_built_a_partition_at_a_time_only_appends_and_equals_the_whole_plan() {
+        let batch = || {
+            vec![
+                partition(
+                    "orders",
+                    0,
+                    vec![
+                        (1, order("SO-1", "Jones")),
+                        (2, order("SO-2", "Gill")),
+                        (3, order("SO-1", "Gill")),
+                    ],
+                ),
+                partition(
+                    "orders",
+                    1,
+                    vec![
+                        (7, order("SO-1", "Kivell")),
+                        (8, poison("bad json")),
+                        (9, order("SO-1", "Jones")),
+                    ],
+                ),
+                partition("orders", 2, vec![(4, order("SO-3", "Gill"))]),
+            ]
+        };
+        let mut planner = Planner::new(7, PoisonPolicy::DeadLetter);
+        let mut after_each: Vec<Vec<(String, i64)>> = Vec::new();
+        for decoded in batch() {
+            planner.add(decoded);
+            after_each.push(written(planner.plan()));
+        }
+        // What the write has sent of a partition never changes when later ones are added: a
+        // later record of SO-1 replaces only the entry of its own partition.
+        assert_eq!(
+            after_each,
+            vec![
+                vec![("SO-1".into(), 3), ("SO-2".into(), 2)],
+                vec![("SO-1".into(), 3), ("SO-2".into(), 2), ("SO-1".into(), 9)],
+                vec![
+                    ("SO-1".into(), 3),
+                    ("SO-2".into(), 2),
+                    ("SO-1".into(), 9),
+                    ("SO-3".into(), 4)
+                ],
+            ]
+        );
+        let rounds: Vec<usize> = planner.plan().orders.iter().map(|o| o.round).collect();
+        assert_eq!(rounds, vec![0, 0, 1, 0]);
+        assert_eq!(planner.finish(), plan(batch(), PoisonPolicy::DeadLetter));
     }
 
     /// The commit-order property: records of a few order numbers over three partitions, with

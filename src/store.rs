@@ -43,6 +43,9 @@ pub struct WriteStats {
     /// Whether the orders took the general path (staging table and upsert) because one of
     /// them already existed or an order number was in several partitions.
     pub upserted: bool,
+    /// Whether the orders were streamed into the direct `COPY` a partition at a time while the
+    /// batch was still being decoded ([`NewOrdersCopy`]).
+    pub streamed: bool,
 }
 
 /// The order columns the upsert writes, in the order of the statement's rows.
@@ -175,12 +178,32 @@ struct DeadLetterColumns<'a> {
 /// staging table by one binary `COPY` (the server parses no text and no arrays), then upserted
 /// by one statement per round. The dead letters follow in one statement. Rows are copied in
 /// `order_no` order within a round, so that concurrent invocations lock overlapping orders in
-/// the same order and never deadlock.
+/// the same order and never deadlock ([`NewOrdersCopy`], which sorts within a partition only,
+/// is retried by this write when its transaction is ended as a deadlock victim).
 #[tracing::instrument(name = "write", level = "debug", skip_all, fields(orders = plan.orders.len(), dead_letters = plan.dead_letters.len()), err(level = "debug"))]
 pub async fn write(
     tx: &mut PgTransaction<'_>,
     plan: &Plan,
     locations: &Locations,
+) -> Result<WriteStats, sqlx::Error> {
+    write_orders_and_dead_letters(tx, plan, locations, true).await
+}
+
+/// [`write`] without the direct `COPY`: for a transaction whose direct `COPY` of these orders
+/// already met an existing order ([`NewOrdersCopy`]).
+pub async fn write_upserting(
+    tx: &mut PgTransaction<'_>,
+    plan: &Plan,
+    locations: &Locations,
+) -> Result<WriteStats, sqlx::Error> {
+    write_orders_and_dead_letters(tx, plan, locations, false).await
+}
+
+async fn write_orders_and_dead_letters(
+    tx: &mut PgTransaction<'_>,
+    plan: &Plan,
+    locations: &Locations,
+    try_direct_copy: bool,
 ) -> Result<WriteStats, sqlx::Error> {
     let conn: &mut PgConnection = tx;
     let mut stats = WriteStats::default();
@@ -190,21 +213,14 @@ pub async fn write(
         // orders usually are (order numbers grow with time), in far fewer comparisons.
         orders.sort_by(|a, b| a.order.order_no().cmp(b.order.order_no()));
     }
-    stats.customers_not_found = plan
-        .orders
-        .iter()
-        .filter(|planned| {
-            locations
-                .get(planned.order.customer())
-                .and_then(Option::as_ref)
-                .is_none()
-        })
-        .count();
+    stats.customers_not_found = customers_not_found(plan, locations);
     if !rounds.is_empty() {
         sqlx::raw_sql(PREPARE_WRITE).execute(&mut *conn).await?;
         stats.round_trips += 1;
         let copied = match &rounds[..] {
-            [orders] => copy_new_orders(&mut *conn, orders, locations, &mut stats).await?,
+            [orders] if try_direct_copy => {
+                copy_new_orders(&mut *conn, orders, locations, &mut stats).await?
+            }
             _ => None,
         };
         match copied {
@@ -212,11 +228,105 @@ pub async fn write(
             None => upsert_orders(&mut *conn, &rounds, locations, &mut stats).await?,
         }
     }
-    if !plan.dead_letters.is_empty() {
-        stats.dead_letters_inserted = insert_dead_letters(&mut *conn, &plan.dead_letters).await?;
-        stats.round_trips += 1;
-    }
+    stats.dead_letters_inserted = write_dead_letters(&mut *conn, plan, &mut stats).await?;
     Ok(stats)
+}
+
+/// The plan's orders whose customer has no location.
+pub fn customers_not_found(plan: &Plan, locations: &Locations) -> usize {
+    plan.orders
+        .iter()
+        .filter(|planned| {
+            locations
+                .get(planned.order.customer())
+                .and_then(Option::as_ref)
+                .is_none()
+        })
+        .count()
+}
+
+/// Inserts the plan's dead letters (no round trip when there are none); returns how many were
+/// new.
+pub async fn write_dead_letters(
+    conn: &mut PgConnection,
+    plan: &Plan,
+    stats: &mut WriteStats,
+) -> Result<i64, sqlx::Error> {
+    if plan.dead_letters.is_empty() {
+        return Ok(0);
+    }
+    stats.round_trips += 1;
+    insert_dead_letters(conn, &plan.dead_letters).await
+}
+
+/// The statements that begin a streamed write, to be sent with the transaction's `BEGIN`
+/// (see [`PREPARE_WRITE`]).
+pub fn prepare_write_statements() -> &'static str {
+    PREPARE_WRITE
+}
+
+/// The direct `COPY` of new orders into `enriched_orders`, fed a partition at a time while the
+/// later partitions are still being decoded, so that the server stores the first rows while
+/// the client decodes the next ones. It needs [`prepare_write_statements`] run first in the
+/// transaction (the savepoint that [`undo_direct_copy`] rolls back to). Each partition's orders
+/// go out in `order_no` order.
+pub struct NewOrdersCopy<'c> {
+    copy: sqlx::postgres::PgCopyIn<&'c mut PgConnection>,
+    rows: CopyRows,
+}
+
+impl<'c> NewOrdersCopy<'c> {
+    /// Starts the `COPY` (one round trip).
+    pub async fn start(conn: &'c mut PgConnection) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            copy: conn.copy_in_raw(&COPY_NEW_ORDERS).await?,
+            rows: CopyRows::new(ORDER_FIELDS),
+        })
+    }
+
+    /// Encodes `orders` (one partition's, each order number once) and sends every full chunk.
+    pub async fn add(
+        &mut self,
+        orders: &[PlannedOrder],
+        locations: &Locations,
+    ) -> Result<(), sqlx::Error> {
+        let mut sorted: Vec<&PlannedOrder> = orders.iter().collect();
+        sorted.sort_by(|a, b| a.order.order_no().cmp(b.order.order_no()));
+        for planned in sorted {
+            let location = locations
+                .get(planned.order.customer())
+                .and_then(Option::as_ref);
+            encode_order(&mut self.rows, None, planned, location).map_err(sqlx::Error::Encode)?;
+            if self.rows.pending() >= COPY_CHUNK_BYTES {
+                self.copy.send(self.rows.take_chunk()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the `COPY`; returns the rows inserted. An order that exists already fails it
+    /// ([`met_existing_order`]); the transaction then needs [`undo_direct_copy`].
+    pub async fn finish(mut self) -> Result<u64, sqlx::Error> {
+        let last = self.rows.finish().map_err(sqlx::Error::Encode)?;
+        self.copy.send(last).await?;
+        self.copy.finish().await
+    }
+
+    /// Abandons the `COPY`; the transaction then needs [`undo_direct_copy`].
+    pub async fn abort(self, why: &str) -> Result<(), sqlx::Error> {
+        self.copy.abort(why).await
+    }
+}
+
+/// Whether a direct `COPY` failed because one of its orders exists already.
+pub fn met_existing_order(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(error) if error.code().as_deref() == Some(UNIQUE_VIOLATION))
+}
+
+/// Rolls back a direct `COPY` that failed or was abandoned (one round trip).
+pub async fn undo_direct_copy(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(UNDO_DIRECT_COPY).execute(conn).await?;
+    Ok(())
 }
 
 /// Copies `orders` straight into `enriched_orders`: `Some` with the rows inserted, or `None`
@@ -238,8 +348,8 @@ async fn copy_new_orders(
     stats.round_trips += 1;
     match copied {
         Ok(rows) => Ok(Some(i64::try_from(rows).unwrap_or(i64::MAX))),
-        Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some(UNIQUE_VIOLATION) => {
-            sqlx::raw_sql(UNDO_DIRECT_COPY).execute(&mut *conn).await?;
+        Err(error) if met_existing_order(&error) => {
+            undo_direct_copy(&mut *conn).await?;
             stats.round_trips += 1;
             Ok(None)
         }

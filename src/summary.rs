@@ -126,6 +126,7 @@ pub fn log_summary(request_id: &str, summary: &Summary) {
                 redelivered_records = summary.redelivered_records,
                 orders_changed = summary.write.orders_changed,
                 orders_upserted = summary.write.upserted,
+                orders_streamed = summary.write.streamed,
                 orders_ignored_as_older = summary.orders_ignored_as_older(),
                 database_retries = summary.database_retries,
                 database_wait_ms = summary.database_wait_ms,

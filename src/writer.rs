@@ -10,6 +10,7 @@
 //! retries the batch; the write is idempotent).
 
 use std::hash::{BuildHasher as _, Hasher as _};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::AssertSqlSafe;
@@ -18,9 +19,9 @@ use sqlx::{Connection as _, PgTransaction};
 
 use crate::db_error::{self, ErrorClass};
 use crate::enrich::{self, LookupStats};
-use crate::event::{PartitionKey, Poison};
+use crate::event::{KafkaEvent, PartitionKey, Partitions, Poison};
 use crate::location::Locations;
-use crate::plan::{DeadLetter, Plan};
+use crate::plan::{DeadLetter, Plan, PlannedOrder, Planner};
 use crate::startup::App;
 use crate::store::{self, WriteStats};
 use crate::summary::{millis, WriteFailure};
@@ -58,20 +59,40 @@ pub async fn enrich_and_write(
     plan: &Plan,
     deadline: Option<Instant>,
 ) -> (IoStats, Result<Locations, WriteFailure>) {
-    let mut stats = IoStats::default();
     let started = Instant::now();
+    let budget_end = budget_end(app, started, deadline);
+    write_retrying(app, plan, budget_end, IoStats::default(), None).await
+}
+
+/// When the write must be done: the deadline, or the configured retry limit if earlier.
+fn budget_end(app: &App, started: Instant, deadline: Option<Instant>) -> Instant {
     let limit = started + app.retry_limit;
-    let budget_end = deadline.map_or(limit, |deadline| deadline.min(limit));
+    deadline.map_or(limit, |deadline| deadline.min(limit))
+}
+
+/// The retry loop of [`enrich_and_write`], whose first attempt may have been made already
+/// (`first`, by [`decode_and_write`]).
+async fn write_retrying(
+    app: &App,
+    plan: &Plan,
+    budget_end: Instant,
+    mut stats: IoStats,
+    mut first: Option<Result<Locations, Attempt>>,
+) -> (IoStats, Result<Locations, WriteFailure>) {
     let mut credentials_reread = false;
     let mut last_transient: Option<WriteFailure> = None;
     // After a data error the next attempt finds the refused orders and sets them aside.
     let mut set_aside_refused = false;
     loop {
-        if Instant::now() >= budget_end {
+        if first.is_none() && Instant::now() >= budget_end {
             // Out of time while the database was still failing: say why, not just when.
             return (stats, Err(last_transient.unwrap_or(WriteFailure::Deadline)));
         }
-        let error = match attempt(app, plan, budget_end, set_aside_refused, &mut stats).await {
+        let result = match first.take() {
+            Some(result) => result,
+            None => attempt(app, plan, budget_end, set_aside_refused, &mut stats).await,
+        };
+        let error = match result {
             Ok(locations) => return (stats, Ok(locations)),
             Err(Attempt::OutOfTime) => {
                 return (stats, Err(last_transient.unwrap_or(WriteFailure::Deadline)))
@@ -139,6 +160,253 @@ pub async fn enrich_and_write(
     }
 }
 
+/// What [`decode_and_write`] did.
+pub struct Written {
+    /// The batch's plan.
+    pub plan: Arc<Plan>,
+    /// Milliseconds spent decoding and planning (part of it overlapped the database's work).
+    pub decode_ms: u64,
+    /// What the database work did.
+    pub io: IoStats,
+    /// The locations used, or why nothing was written (see [`enrich_and_write`]).
+    pub result: Result<Locations, WriteFailure>,
+}
+
+/// Decodes and plans the event, and writes the plan as [`enrich_and_write`] does. When
+/// PostgreSQL is the only sink, the first attempt streams the batch into the direct `COPY` a
+/// partition at a time: each partition's new orders are sent as soon as it is planned, so
+/// that the server stores them while the client decodes the next partition. That attempt
+/// gives way to the general write, in the same transaction, when an order exists already, an
+/// order number is in several partitions, or a customer is not in the cache. `planned` is
+/// called with the plan as soon as it is complete, while the write may still be under way.
+///
+/// With the output topic as well, the batch is planned whole before the write: the handler
+/// then builds the output records on another thread during the whole write, which
+/// `cargo bench --bench end_to_end` measured as the quicker of the two (BENCHMARKS.md).
+pub async fn decode_and_write(
+    app: &App,
+    event: KafkaEvent<'_>,
+    deadline: Option<Instant>,
+    planned: impl FnOnce(&Arc<Plan>),
+) -> Written {
+    let started = Instant::now();
+    let budget_end = budget_end(app, started, deadline);
+    let partitions = Partitions::new(event);
+    let mut decoding = Decoding {
+        planner: Planner::new(partitions.records_left(), app.poison_policy),
+        partitions,
+        time: Duration::ZERO,
+        complete: None,
+        planned: Some(planned),
+    };
+    let mut stats = IoStats::default();
+    let first = if app.writes_to_postgres && app.producer.is_none() {
+        Box::pin(streamed_attempt(app, &mut decoding, budget_end, &mut stats)).await
+    } else {
+        None
+    };
+    let plan = decoding.complete();
+    let decode_ms = millis(decoding.time);
+    let (io, result) = if plan.has_writes() {
+        Box::pin(write_retrying(app, &plan, budget_end, stats, first)).await
+    } else {
+        (IoStats::default(), Ok(Locations::new()))
+    };
+    Written {
+        plan,
+        decode_ms,
+        io,
+        result,
+    }
+}
+
+/// The event being decoded and planned a partition at a time.
+struct Decoding<'a, F> {
+    partitions: Partitions<'a>,
+    planner: Planner,
+    /// Time spent decoding and planning.
+    time: Duration,
+    /// The plan, once every partition is in it.
+    complete: Option<Arc<Plan>>,
+    planned: Option<F>,
+}
+
+impl<F: FnOnce(&Arc<Plan>)> Decoding<'_, F> {
+    /// Decodes and plans the next partition; `false` when there is none left.
+    fn next(&mut self) -> bool {
+        let started = Instant::now();
+        let Some(partition) = self.partitions.next() else {
+            return false;
+        };
+        self.planner.add(partition);
+        self.time += started.elapsed();
+        true
+    }
+
+    /// The complete plan, decoding what is left first.
+    fn complete(&mut self) -> Arc<Plan> {
+        if let Some(plan) = &self.complete {
+            return Arc::clone(plan);
+        }
+        while self.next() {}
+        let plan = Arc::new(self.planner.take());
+        self.complete = Some(Arc::clone(&plan));
+        if let Some(planned) = self.planned.take() {
+            planned(&plan);
+        }
+        plan
+    }
+}
+
+/// Why a streamed attempt gave way to the general write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GaveWay {
+    /// A later partition has an order number of an earlier one: one statement cannot insert
+    /// it twice, the upsert's rounds write it.
+    OrderInSeveralPartitions,
+    /// A customer is not in the cache: the lookup needs the connection the `COPY` holds.
+    CustomerNotCached,
+    /// An order exists already: the upsert writes the batch.
+    OrderExists,
+}
+
+/// The first attempt of [`decode_and_write`]. `None` when the batch has nothing for the
+/// database (no connection is taken then); otherwise the attempt's outcome, as
+/// [`write_retrying`] takes it. However it ends, the partitions it did not decode are left in
+/// `decoding`.
+#[tracing::instrument(
+    name = "database",
+    level = "debug",
+    skip_all,
+    fields(attempt = 1, streamed = true)
+)]
+async fn streamed_attempt<F: FnOnce(&Arc<Plan>)>(
+    app: &App,
+    decoding: &mut Decoding<'_, F>,
+    budget_end: Instant,
+    stats: &mut IoStats,
+) -> Option<Result<Locations, Attempt>> {
+    // A batch with nothing to write (tombstones only, say) needs no connection.
+    while !decoding.planner.plan().has_writes() {
+        if !decoding.next() {
+            return None;
+        }
+    }
+    let work_end = work_end(budget_end);
+    let begin = begin_statement(
+        work_end,
+        &format!(";\n{}", store::prepare_write_statements()),
+    );
+    let work = async {
+        let mut tx = app.pool.begin_with(AssertSqlSafe(begin)).await?;
+        let started = Instant::now();
+        let mut locations = Locations::new();
+        let mut gave_way = None;
+        let mut copied = 0;
+        {
+            let mut copy = store::NewOrdersCopy::start(&mut tx).await?;
+            // The orders planned so far and not yet sent.
+            let mut sent = 0;
+            loop {
+                let orders = &decoding.planner.plan().orders[sent..];
+                if orders.iter().any(|planned| planned.round > 0) {
+                    gave_way = Some(GaveWay::OrderInSeveralPartitions);
+                    break;
+                }
+                if !cache_covers(app, orders, &mut locations) {
+                    gave_way = Some(GaveWay::CustomerNotCached);
+                    break;
+                }
+                if let Err(error) = copy.add(orders, &locations).await {
+                    if matches!(error, sqlx::Error::Encode(_)) {
+                        copy.abort(&error.to_string()).await?;
+                    }
+                    return Err(Attempt::Failed(error));
+                }
+                sent += orders.len();
+                if !decoding.next() {
+                    break;
+                }
+            }
+            match gave_way {
+                None => match copy.finish().await {
+                    Ok(rows) => copied = rows,
+                    Err(error) if store::met_existing_order(&error) => {
+                        gave_way = Some(GaveWay::OrderExists);
+                    }
+                    Err(error) => return Err(Attempt::Failed(error)),
+                },
+                Some(why) => copy.abort(&format!("{why:?}")).await?,
+            }
+        }
+        let plan = decoding.complete();
+        match gave_way {
+            None => {
+                stats.lookup = LookupStats {
+                    cache_hits: locations.len(),
+                    ..LookupStats::default()
+                };
+                stats.write = WriteStats {
+                    orders_changed: i64::try_from(copied).unwrap_or(i64::MAX),
+                    customers_not_found: store::customers_not_found(&plan, &locations),
+                    round_trips: 1,
+                    streamed: true,
+                    ..WriteStats::default()
+                };
+                stats.write.dead_letters_inserted =
+                    store::write_dead_letters(&mut tx, &plan, &mut stats.write).await?;
+            }
+            Some(why) => {
+                tracing::debug!(reason = ?why, "the streamed COPY gives way to the general write");
+                store::undo_direct_copy(&mut tx).await?;
+                let lookup_started = Instant::now();
+                let (found, lookup) =
+                    enrich::locate(&mut tx, &app.cache, &plan.distinct_customers()).await?;
+                stats.lookup = lookup;
+                stats.lookup_ms = millis(lookup_started.elapsed());
+                stats.write = if why == GaveWay::OrderExists {
+                    store::write_upserting(&mut tx, &plan, &found).await?
+                } else {
+                    store::write(&mut tx, &plan, &found).await?
+                };
+                locations = found;
+            }
+        }
+        stats.write_ms = millis(started.elapsed());
+        Ok::<_, Attempt>((tx, locations))
+    };
+    let (tx, locations) = match tokio::time::timeout_at(work_end.into(), work).await {
+        // Dropping the transaction rolls it back; the server-side limits cover the case where
+        // the rollback cannot reach the server.
+        Err(_) => return Some(Err(Attempt::OutOfTime)),
+        Ok(Err(error)) => return Some(Err(error)),
+        Ok(Ok(done)) => done,
+    };
+    Some(commit(tx, budget_end).await.map(|()| locations))
+}
+
+/// Adds to `locations` the cached locations of `orders`' customers it does not have yet;
+/// `false` when one of them is not in the cache.
+fn cache_covers(app: &App, orders: &[PlannedOrder], locations: &mut Locations) -> bool {
+    let mut missing: Vec<&str> = orders
+        .iter()
+        .map(|planned| planned.order.customer())
+        .filter(|customer| !locations.contains_key(*customer))
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    missing.sort_unstable();
+    missing.dedup();
+    match enrich::cached(&app.cache, &missing) {
+        Some(found) => {
+            locations.extend(found);
+            true
+        }
+        None => false,
+    }
+}
+
 enum Attempt {
     /// Nothing was committed; the error says whether trying again can help.
     Failed(sqlx::Error),
@@ -168,21 +436,11 @@ async fn attempt(
     set_aside_refused: bool,
     stats: &mut IoStats,
 ) -> Result<Locations, Attempt> {
-    let left = budget_end.saturating_duration_since(Instant::now());
-    let work_end = budget_end - (left / 4).min(COMMIT_RESERVE);
-    // The server stops the transaction's statements, lock waits and idleness by `work_end`
-    // on its own clock: whatever the client does, nothing of it can commit after that.
-    let server_limit_ms = millis(work_end.saturating_duration_since(Instant::now())).max(1);
+    let work_end = work_end(budget_end);
+    let begin = begin_statement(work_end, "");
     let work = async {
         // One connection for the whole invocation, owned by the transaction.
-        let mut tx = app
-            .pool
-            .begin_with(AssertSqlSafe(format!(
-                "BEGIN; SET LOCAL statement_timeout = {server_limit_ms}; \
-                 SET LOCAL lock_timeout = {server_limit_ms}; \
-                 SET LOCAL idle_in_transaction_session_timeout = {server_limit_ms}"
-            )))
-            .await?;
+        let mut tx = app.pool.begin_with(AssertSqlSafe(begin)).await?;
         let started = Instant::now();
         let (locations, lookup) =
             enrich::locate(&mut tx, &app.cache, &plan.distinct_customers()).await?;
@@ -212,8 +470,14 @@ async fn attempt(
         let _ = tokio::time::timeout_at(budget_end.into(), tx.commit()).await;
         return Ok(locations);
     }
+    commit(tx, budget_end).await?;
+    Ok(locations)
+}
+
+/// Commits the write, waiting for the answer until `budget_end`.
+async fn commit(tx: PgTransaction<'_>, budget_end: Instant) -> Result<(), Attempt> {
     match tokio::time::timeout_at(budget_end.into(), tx.commit()).await {
-        Ok(Ok(())) => Ok(locations),
+        Ok(Ok(())) => Ok(()),
         // The server answered: the transaction did not commit.
         Ok(Err(error @ sqlx::Error::Database(_))) => Err(Attempt::Failed(error)),
         Ok(Err(error)) => Err(Attempt::CommitOutcomeUnknown(error.to_string())),
@@ -221,6 +485,23 @@ async fn attempt(
             "no answer to COMMIT before the deadline".to_owned(),
         )),
     }
+}
+
+/// The transaction's first statement: `BEGIN` with limits that end the transaction on the
+/// server by `work_end`, whatever the client does, so that nothing of it can commit after that.
+fn begin_statement(work_end: Instant, then: &str) -> String {
+    let server_limit_ms = millis(work_end.saturating_duration_since(Instant::now())).max(1);
+    format!(
+        "BEGIN; SET LOCAL statement_timeout = {server_limit_ms}; \
+         SET LOCAL lock_timeout = {server_limit_ms}; \
+         SET LOCAL idle_in_transaction_session_timeout = {server_limit_ms}{then}"
+    )
+}
+
+/// The end of the work inside a transaction: the time left, minus what the `COMMIT` keeps.
+fn work_end(budget_end: Instant) -> Instant {
+    let left = budget_end.saturating_duration_since(Instant::now());
+    budget_end - (left / 4).min(COMMIT_RESERVE)
 }
 
 /// Finds the orders the database refuses by bisecting the plan's orders in savepoints (each

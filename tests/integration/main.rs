@@ -18,5 +18,6 @@ mod runtime;
 mod secrets;
 mod staging;
 mod stream;
+mod streamed;
 mod template;
 mod tls;
