@@ -189,8 +189,9 @@ pub async fn write(
     write_orders_and_dead_letters(tx, plan, locations, true).await
 }
 
-/// [`write`] without the direct `COPY`: for a transaction whose direct `COPY` of these orders
-/// already met an existing order ([`NewOrdersCopy`]).
+/// [`write`] without the direct `COPY` and its set-up: for a transaction that ran
+/// [`prepare_write_statements`] and whose direct `COPY` of these orders met an existing order
+/// ([`NewOrdersCopy`]) and was undone.
 pub async fn write_upserting(
     tx: &mut PgTransaction<'_>,
     plan: &Plan,
@@ -199,11 +200,12 @@ pub async fn write_upserting(
     write_orders_and_dead_letters(tx, plan, locations, false).await
 }
 
+/// `direct`: whether to set the write up and try the direct `COPY` first.
 async fn write_orders_and_dead_letters(
     tx: &mut PgTransaction<'_>,
     plan: &Plan,
     locations: &Locations,
-    try_direct_copy: bool,
+    direct: bool,
 ) -> Result<WriteStats, sqlx::Error> {
     let conn: &mut PgConnection = tx;
     let mut stats = WriteStats::default();
@@ -215,10 +217,12 @@ async fn write_orders_and_dead_letters(
     }
     stats.customers_not_found = customers_not_found(plan, locations);
     if !rounds.is_empty() {
-        sqlx::raw_sql(PREPARE_WRITE).execute(&mut *conn).await?;
-        stats.round_trips += 1;
+        if direct {
+            sqlx::raw_sql(PREPARE_WRITE).execute(&mut *conn).await?;
+            stats.round_trips += 1;
+        }
         let copied = match &rounds[..] {
-            [orders] if try_direct_copy => {
+            [orders] if direct => {
                 copy_new_orders(&mut *conn, orders, locations, &mut stats).await?
             }
             _ => None,

@@ -270,9 +270,9 @@ enum GaveWay {
     OrderExists,
 }
 
-/// The first attempt of [`decode_and_write`]. `None` when the batch has nothing for the
-/// database (no connection is taken then); otherwise the attempt's outcome, as
-/// [`write_retrying`] takes it. However it ends, the partitions it did not decode are left in
+/// The first attempt of [`decode_and_write`]. `None` when it was not made: the batch has
+/// nothing for the database (no connection is taken then), or the first partition's customers
+/// are not all cached; otherwise the attempt's outcome, as [`write_retrying`] takes it. However it ends, the partitions it did not decode are left in
 /// `decoding`.
 #[tracing::instrument(
     name = "database",
@@ -292,6 +292,12 @@ async fn streamed_attempt<F: FnOnce(&Arc<Plan>)>(
             return None;
         }
     }
+    // A cold cache (a new execution environment, an expired entry) shows on the first
+    // partition: the general write then looks the whole batch up at once.
+    let mut locations = Locations::new();
+    if !cache_covers(app, &decoding.planner.plan().orders, &mut locations) {
+        return None;
+    }
     let work_end = work_end(budget_end);
     let begin = begin_statement(
         work_end,
@@ -300,7 +306,6 @@ async fn streamed_attempt<F: FnOnce(&Arc<Plan>)>(
     let work = async {
         let mut tx = app.pool.begin_with(AssertSqlSafe(begin)).await?;
         let started = Instant::now();
-        let mut locations = Locations::new();
         let mut gave_way = None;
         let mut copied = 0;
         {
