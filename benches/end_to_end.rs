@@ -117,6 +117,11 @@ async fn start_function(url: &str, vars: &[(&str, &str)]) -> Function {
         }
     });
     while api.first_poll().is_none() {
+        // A function that exits during its init (a bad setting, a missing library) never
+        // polls: say so instead of waiting for ever.
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the function exited before its first /next ({status}); its stderr is above");
+        }
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
     let startup = api.first_poll().expect("first poll") - spawned;

@@ -52,11 +52,12 @@ pub struct Summary {
     pub database_retries: u32,
     /// Milliseconds waited between database attempts.
     pub database_wait_ms: u64,
-    /// Milliseconds decoding and planning.
+    /// Milliseconds decoding and planning (in a streamed write, part of it falls within
+    /// `write_ms`: the later partitions are decoded while the first ones are being written).
     pub decode_ms: u64,
     /// Milliseconds in the lookup.
     pub lookup_ms: u64,
-    /// Milliseconds in the write.
+    /// Milliseconds in the write (of the attempt that finished).
     pub write_ms: u64,
     /// Milliseconds from decode to response.
     pub total_ms: u64,

@@ -1,5 +1,7 @@
 //! The invocation's database work: one connection, one transaction, limits derived from the
-//! deadline, and transient failures waited out inside the invocation.
+//! deadline, and transient failures waited out inside the invocation. In a warm execution
+//! environment the first attempt also drives the decoding, so that the write starts on the
+//! first partitions while the later ones are decoded ([`decode_and_write`]).
 //!
 //! The promise this module keeps: when it returns an error, nothing of the batch is or will
 //! ever be committed. The transaction's `statement_timeout`, `lock_timeout` and
@@ -50,28 +52,17 @@ pub struct IoStats {
 /// At most this much of the time left is kept for the `COMMIT` (a quarter when less is left).
 const COMMIT_RESERVE: Duration = Duration::from_millis(500);
 
-/// Looks up the plan's customers and writes the plan in one transaction (only looks up when
-/// the database is not a sink), retrying transient failures until `deadline` (or the
-/// configured retry limit). `Ok` holds the locations the lookup found. `Err` means nothing of
-/// the plan was committed, except for [`WriteFailure::CommitOutcomeUnknown`].
-pub async fn enrich_and_write(
-    app: &App,
-    plan: &Plan,
-    deadline: Option<Instant>,
-) -> (IoStats, Result<Locations, WriteFailure>) {
-    let started = Instant::now();
-    let budget_end = budget_end(app, started, deadline);
-    write_retrying(app, plan, budget_end, IoStats::default(), None).await
-}
-
 /// When the write must be done: the deadline, or the configured retry limit if earlier.
 fn budget_end(app: &App, started: Instant, deadline: Option<Instant>) -> Instant {
     let limit = started + app.retry_limit;
     deadline.map_or(limit, |deadline| deadline.min(limit))
 }
 
-/// The retry loop of [`enrich_and_write`], whose first attempt may have been made already
-/// (`first`, by [`decode_and_write`]).
+/// Looks up the plan's customers and writes the plan in one transaction (only looks up when
+/// the database is not a sink), retrying transient failures until `budget_end`. `Ok` holds the
+/// locations the lookup found. `Err` means nothing of the plan was committed, except for
+/// [`WriteFailure::CommitOutcomeUnknown`]. `first` is the outcome of a first attempt made
+/// already (by [`streamed_attempt`]).
 async fn write_retrying(
     app: &App,
     plan: &Plan,
@@ -168,11 +159,14 @@ pub struct Written {
     pub decode_ms: u64,
     /// What the database work did.
     pub io: IoStats,
-    /// The locations used, or why nothing was written (see [`enrich_and_write`]).
+    /// The locations used, or why nothing was written: nothing of the plan was committed,
+    /// except for [`WriteFailure::CommitOutcomeUnknown`].
     pub result: Result<Locations, WriteFailure>,
 }
 
-/// Decodes and plans the event, and writes the plan as [`enrich_and_write`] does. When
+/// Decodes and plans the event, then looks up the plan's customers and writes the plan in
+/// one transaction (only looks up when the database is not a sink), retrying transient
+/// failures until `deadline` (or the configured retry limit). When
 /// PostgreSQL is the only sink, the first attempt streams the batch into the direct `COPY` a
 /// partition at a time: each partition's new orders are sent as soon as it is planned, so
 /// that the server stores them while the client decodes the next partition. That attempt
