@@ -335,3 +335,59 @@ async fn a_session_killed_while_its_copy_waits_on_a_row_lock_commits_nothing_and
         ]
     );
 }
+
+#[tokio::test]
+async fn a_streamed_copy_stopped_by_a_row_lock_past_the_deadline_is_reported_and_never_commits() {
+    let db = fresh_db().await;
+    let app = app(&db.url, &[]).await;
+    process(&app, event_of(&[(0, 0, "SO-WARM", "Jones", 1)])).await;
+
+    let mut blocker = db.pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO enriched_orders (order_no, order_date, region, customer, item, units, unit_cost, total,
+             customer_found, source_topic, source_partition, source_offset)
+         VALUES ('SO-L2', '2024-03-01', 'East', 'Jones', 'Pen', 1, 1.5, 1.5, true, 'other', 0, 0)",
+    )
+    .execute(&mut *blocker)
+    .await
+    .unwrap();
+    let batch = || {
+        event_of(&[
+            (0, 1, "SO-L1", "Jones", 2),
+            (1, 0, "SO-L2", "Jones", 3),
+            (1, 1, "SO-L3", "Jones", 4),
+        ])
+    };
+    let started = std::time::Instant::now();
+    let (response, summary) = process_by(
+        &app,
+        batch(),
+        std::time::Instant::now() + Duration::from_millis(1500),
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        summary.failure,
+        Some(msk_order_enricher::summary::WriteFailure::Deadline)
+    );
+    assert_eq!(
+        reported(&response),
+        vec![("orders-0".into(), 1), ("orders-1".into(), 0)]
+    );
+
+    // The lock goes after the deadline: nothing of the reported batch commits, then or later.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    blocker.rollback().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(count(&db.pool, "enriched_orders").await, 1);
+
+    // The redelivery writes the batch, streamed.
+    let (response, summary) = process(&app, batch()).await;
+    assert_eq!(reported(&response), vec![], "{:?}", summary.failure);
+    assert!(summary.write.streamed);
+    assert_eq!(count(&db.pool, "enriched_orders").await, 4);
+}
