@@ -89,6 +89,44 @@ pub fn parse_event(body: &[u8]) -> Result<KafkaEvent<'_>, serde_json::Error> {
     }
 }
 
+/// The output records prepared while the database works (with the output topic as a sink).
+struct OutputAhead<'a> {
+    app: &'a App,
+    /// Built on another thread from the complete plan.
+    built: Option<tokio::task::JoinHandle<(Locations, Vec<output::PartitionOutput>)>>,
+    /// Built a partition at a time, on this thread, as the write streamed the partitions: the
+    /// server stores the rows meanwhile, and a second thread would compete with the decoding.
+    streamed: Option<output::OrderRecords>,
+}
+
+impl writer::WriteObserver for OutputAhead<'_> {
+    fn planned(&mut self, plan: &Arc<plan::Plan>) {
+        plan.log_records_set_aside();
+        // A write that stopped streaming before the last partition built only some records.
+        if !self
+            .streamed
+            .as_ref()
+            .is_some_and(|records| records.covers(plan))
+        {
+            self.streamed = None;
+            self.built = build_output_ahead(self.app, plan);
+        }
+    }
+
+    fn streamed(
+        &mut self,
+        key: &crate::event::PartitionKey,
+        orders: &[plan::PlannedOrder],
+        locations: &Locations,
+    ) {
+        if self.app.producer.is_some() {
+            self.streamed
+                .get_or_insert_with(output::OrderRecords::default)
+                .add(key, orders, locations);
+        }
+    }
+}
+
 /// The output records built on another thread while the database works, when the cache holds
 /// every customer of the batch (a warm execution environment): the build then costs the
 /// invocation nothing but the wait it overlaps. It yields the locations it used, for the
@@ -169,14 +207,14 @@ pub async fn process(
     deadline: Option<Instant>,
 ) -> (BatchResponse, Summary) {
     let started = Instant::now();
-    let mut built_ahead = None;
+    let mut ahead = OutputAhead {
+        app,
+        built: None,
+        streamed: None,
+    };
     // Boxed: the database work is a deep future (retries, spans, the transaction), and
     // nesting it inline in the runtime's future overflows rustc's layout query depth.
-    let written = Box::pin(writer::decode_and_write(app, event, deadline, |plan| {
-        plan.log_records_set_aside();
-        built_ahead = build_output_ahead(app, plan);
-    }))
-    .await;
+    let written = Box::pin(writer::decode_and_write(app, event, deadline, &mut ahead)).await;
     let writer::Written {
         plan,
         decode_ms,
@@ -196,8 +234,9 @@ pub async fn process(
         (Some(producer), None) => {
             // The records built while the database worked hold, unless the write used other
             // locations (a cache entry expired in between) or the database refused orders.
-            let ahead = match built_ahead {
-                Some(ahead) if io.refused.is_empty() => match ahead.await {
+            let ahead = match (ahead.streamed, ahead.built) {
+                (Some(streamed), _) if io.refused.is_empty() => streamed.finish(&locations),
+                (_, Some(built)) if io.refused.is_empty() => match built.await {
                     Ok((used, records)) if used == locations => Some(records),
                     _ => None,
                 },

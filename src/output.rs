@@ -14,7 +14,7 @@ use std::io::Write as _;
 use crate::event::{PartitionKey, SourcePosition};
 use crate::location::{Location, Locations};
 use crate::order::Order;
-use crate::plan::{Plan, WriteOutcome};
+use crate::plan::{Plan, PlannedOrder, WriteOutcome};
 use crate::response::BatchResponse;
 
 /// Header naming the record's source topic.
@@ -86,8 +86,7 @@ pub fn build(
         .map(|_| Vec::with_capacity(plan.orders.len() / plan.partitions.len().max(1) + 1))
         .collect();
     // A batch has far fewer customers than orders: each location is written out once.
-    let mut location_json: std::collections::HashMap<&str, Vec<u8>> =
-        std::collections::HashMap::new();
+    let mut location_json = LocationJson::new();
     let mut key_text = String::new();
     // The plan's orders come partition by partition: look a partition up when it changes.
     let mut current: Option<(&str, i32, Option<usize>)> = None;
@@ -113,17 +112,7 @@ pub fn build(
         let Some(at) = at else {
             continue;
         };
-        let order = &planned.order;
-        let location = location_json.entry(order.customer()).or_insert_with(|| {
-            location_fields(locations.get(order.customer()).and_then(Option::as_ref))
-        });
-        orders_by_partition[at].push(OutputRecord {
-            offset: source.offset,
-            destination: Destination::Orders,
-            key: Some(order.order_no().as_bytes().to_vec()),
-            value: Some(order_json(order, location)),
-            headers: source_headers(source),
-        });
+        orders_by_partition[at].push(order_record(planned, locations, &mut location_json));
     }
     for (partition, orders) in partitions.iter_mut().zip(orders_by_partition) {
         partition.records = orders;
@@ -159,6 +148,84 @@ pub fn build(
     }
     partitions.retain(|partition| !partition.records.is_empty());
     partitions
+}
+
+/// Each customer's location as [`location_fields`] writes it, written once per batch.
+type LocationJson = std::collections::HashMap<String, Vec<u8>>;
+
+/// The record of one planned order.
+fn order_record(
+    planned: &PlannedOrder,
+    locations: &Locations,
+    location_json: &mut LocationJson,
+) -> OutputRecord {
+    let order = &planned.order;
+    let location = match location_json.get(order.customer()) {
+        Some(location) => location,
+        None => location_json
+            .entry(order.customer().to_owned())
+            .or_insert_with(|| {
+                location_fields(locations.get(order.customer()).and_then(Option::as_ref))
+            }),
+    };
+    OutputRecord {
+        offset: planned.source.offset,
+        destination: Destination::Orders,
+        key: Some(order.order_no().as_bytes().to_vec()),
+        value: Some(order_json(order, location)),
+        headers: source_headers(&planned.source),
+    }
+}
+
+/// The records of a batch's orders built a partition at a time, while the database write
+/// streams them: for both sinks (the dead letters go to the database) and before the database
+/// has refused any order. Adding every partition's orders as the plan holds them gives what
+/// [`build`] gives with nothing refused and no dead letters to Kafka.
+#[derive(Debug, Default)]
+pub struct OrderRecords {
+    location_json: LocationJson,
+    partitions: Vec<PartitionOutput>,
+    /// Orders added, and the locations their records were built with.
+    orders: usize,
+    locations: Locations,
+}
+
+impl OrderRecords {
+    /// Builds the records of `orders`, the planned orders of the input partition `key`.
+    pub fn add(&mut self, key: &PartitionKey, orders: &[PlannedOrder], locations: &Locations) {
+        if orders.is_empty() {
+            return;
+        }
+        self.orders += orders.len();
+        for planned in orders {
+            let customer = planned.order.customer();
+            if !self.locations.contains_key(customer) {
+                let location = locations.get(customer).cloned().flatten();
+                self.locations.insert(customer.to_owned(), location);
+            }
+        }
+        let mut records: Vec<OutputRecord> = orders
+            .iter()
+            .map(|planned| order_record(planned, locations, &mut self.location_json))
+            .collect();
+        records.sort_by_key(|record| record.offset);
+        self.partitions.push(PartitionOutput {
+            key: key.clone(),
+            records,
+        });
+    }
+
+    /// Whether every order of `plan` has its record here.
+    pub fn covers(&self, plan: &Plan) -> bool {
+        self.orders == plan.orders.len()
+    }
+
+    /// The records of every partition added, in the order they were added; `None` when they
+    /// were built with other locations than `locations` (an entry of the cache expired before
+    /// the write looked the customers up again).
+    pub fn finish(self, locations: &Locations) -> Option<Vec<PartitionOutput>> {
+        (self.locations == *locations).then_some(self.partitions)
+    }
 }
 
 /// The output value: the order with the input topic's field names (the date as ISO 8601),
@@ -351,6 +418,66 @@ mod tests {
 
     fn text(bytes: &Option<Vec<u8>>) -> &str {
         std::str::from_utf8(bytes.as_deref().unwrap()).unwrap()
+    }
+
+    /// The records built a partition at a time, as the streamed write hands the orders over.
+    fn streamed(partitions: Vec<DecodedPartition>, locations: &Locations) -> OrderRecords {
+        let mut planner = crate::plan::Planner::new(6, PoisonPolicy::DeadLetter);
+        let mut records = OrderRecords::default();
+        for decoded in partitions {
+            let sent = planner.plan().orders.len();
+            planner.add(decoded);
+            let plan = planner.plan();
+            let key = &plan.partitions[plan.partitions.len() - 1].key;
+            records.add(key, &plan.orders[sent..], locations);
+        }
+        records
+    }
+
+    #[test]
+    fn records_built_a_partition_at_a_time_are_those_of_the_whole_plan() {
+        let partitions = vec![
+            partition(
+                0,
+                vec![
+                    record(0, 1, order("SO-2", "Jones")),
+                    record(0, 2, order("SO-1", "Nobody")),
+                    record(0, 3, order("SO-2", "Jones")),
+                ],
+            ),
+            partition(1, vec![record(1, 5, poison())]),
+            partition(
+                2,
+                vec![
+                    record(2, 9, order("SO-3", "Jones")),
+                    record(2, 10, Payload::Tombstone),
+                ],
+            ),
+        ];
+        let whole_plan = plan(partitions.clone(), PoisonPolicy::DeadLetter);
+        let whole = build(&whole_plan, &jones(), &[], false);
+
+        let records = streamed(partitions.clone(), &jones());
+        assert!(records.covers(&whole_plan));
+        let records = records.finish(&jones()).unwrap();
+        assert_eq!(records, whole);
+        let offsets: Vec<(&str, Vec<i64>)> = records
+            .iter()
+            .map(|p| (p.key.as_str(), p.records.iter().map(|r| r.offset).collect()))
+            .collect();
+        // SO-2's later record replaced its first (offset 1) and goes out after SO-1.
+        assert_eq!(
+            offsets,
+            vec![("orders-0", vec![2, 3]), ("orders-2", vec![9])]
+        );
+
+        // Had the write found another location for a customer, these records would not do.
+        let mut moved = jones();
+        moved.insert("Nobody".into(), jones()["Jones"].clone());
+        assert_eq!(streamed(partitions.clone(), &jones()).finish(&moved), None);
+        // Nor would they, had the write stopped streaming before the last partition.
+        let first_only = streamed(partitions[..1].to_vec(), &jones());
+        assert!(!first_only.covers(&whole_plan));
     }
 
     #[test]

@@ -172,16 +172,12 @@ pub struct Written {
 /// that the server stores them while the client decodes the next partition. That attempt
 /// gives way to the general write, in the same transaction, when an order exists already, an
 /// order number is in several partitions, or a customer is not in the cache. `planned` is
-/// called with the plan as soon as it is complete, while the write may still be under way.
-///
-/// With the output topic as well, the batch is planned whole before the write: the handler
-/// then builds the output records on another thread during the whole write, which
-/// `cargo bench --bench end_to_end` measured as the quicker of the two (BENCHMARKS.md).
+/// `observer` hears of the plan as soon as it is complete, and of each partition streamed.
 pub async fn decode_and_write(
     app: &App,
     event: KafkaEvent<'_>,
     deadline: Option<Instant>,
-    planned: impl FnOnce(&Arc<Plan>),
+    observer: &mut dyn WriteObserver,
 ) -> Written {
     let started = Instant::now();
     let budget_end = budget_end(app, started, deadline);
@@ -191,10 +187,10 @@ pub async fn decode_and_write(
         partitions,
         time: Duration::ZERO,
         complete: None,
-        planned: Some(planned),
+        observer,
     };
     let mut stats = IoStats::default();
-    let first = if app.writes_to_postgres && app.producer.is_none() {
+    let first = if app.writes_to_postgres {
         Box::pin(streamed_attempt(app, &mut decoding, budget_end, &mut stats)).await
     } else {
         None
@@ -214,18 +210,28 @@ pub async fn decode_and_write(
     }
 }
 
+/// What the caller of [`decode_and_write`] hears while the write is under way.
+pub trait WriteObserver {
+    /// The plan is complete (once per invocation); the write may still be under way.
+    fn planned(&mut self, plan: &Arc<Plan>);
+    /// The orders of the input partition `key`, as the plan holds them, went into the streamed
+    /// `COPY` with these locations. Whether the streamed write as a whole held is known only
+    /// at the end (`WriteStats::streamed`).
+    fn streamed(&mut self, key: &PartitionKey, orders: &[PlannedOrder], locations: &Locations);
+}
+
 /// The event being decoded and planned a partition at a time.
-struct Decoding<'a, F> {
+struct Decoding<'a, 'o> {
     partitions: Partitions<'a>,
     planner: Planner,
     /// Time spent decoding and planning.
     time: Duration,
     /// The plan, once every partition is in it.
     complete: Option<Arc<Plan>>,
-    planned: Option<F>,
+    observer: &'o mut dyn WriteObserver,
 }
 
-impl<F: FnOnce(&Arc<Plan>)> Decoding<'_, F> {
+impl Decoding<'_, '_> {
     /// Decodes and plans the next partition; `false` when there is none left.
     fn next(&mut self) -> bool {
         let started = Instant::now();
@@ -245,9 +251,7 @@ impl<F: FnOnce(&Arc<Plan>)> Decoding<'_, F> {
         while self.next() {}
         let plan = Arc::new(self.planner.take());
         self.complete = Some(Arc::clone(&plan));
-        if let Some(planned) = self.planned.take() {
-            planned(&plan);
-        }
+        self.observer.planned(&plan);
         plan
     }
 }
@@ -274,9 +278,9 @@ enum GaveWay {
     skip_all,
     fields(attempt = 1, streamed = true)
 )]
-async fn streamed_attempt<F: FnOnce(&Arc<Plan>)>(
+async fn streamed_attempt(
     app: &App,
-    decoding: &mut Decoding<'_, F>,
+    decoding: &mut Decoding<'_, '_>,
     budget_end: Instant,
     stats: &mut IoStats,
 ) -> Option<Result<Locations, Attempt>> {
@@ -321,6 +325,12 @@ async fn streamed_attempt<F: FnOnce(&Arc<Plan>)>(
                         copy.abort(&error.to_string()).await?;
                     }
                     return Err(Attempt::Failed(error));
+                }
+                // Only the last partition planned has orders not sent yet.
+                if let Some(partition) = decoding.planner.plan().partitions.last() {
+                    decoding
+                        .observer
+                        .streamed(&partition.key, orders, &locations);
                 }
                 sent += orders.len();
                 if !decoding.next() {
