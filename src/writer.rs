@@ -270,8 +270,8 @@ enum GaveWay {
 
 /// The first attempt of [`decode_and_write`]. `None` when it was not made: the batch has
 /// nothing for the database (no connection is taken then), or the first partition's customers
-/// are not all cached; otherwise the attempt's outcome, as [`write_retrying`] takes it. However it ends, the partitions it did not decode are left in
-/// `decoding`.
+/// are not all cached; otherwise the attempt's outcome, as [`write_retrying`] takes it.
+/// However it ends, the partitions it did not decode are left in `decoding`.
 #[tracing::instrument(
     name = "database",
     level = "debug",
