@@ -183,11 +183,9 @@ fn order_record(
 /// [`build`] gives with nothing refused and no dead letters to Kafka.
 #[derive(Debug, Default)]
 pub struct OrderRecords {
+    /// The location each customer's records were built with.
     location_json: LocationJson,
     partitions: Vec<PartitionOutput>,
-    /// Orders added, and the locations their records were built with.
-    orders: usize,
-    locations: Locations,
 }
 
 impl OrderRecords {
@@ -195,14 +193,6 @@ impl OrderRecords {
     pub fn add(&mut self, key: &PartitionKey, orders: &[PlannedOrder], locations: &Locations) {
         if orders.is_empty() {
             return;
-        }
-        self.orders += orders.len();
-        for planned in orders {
-            let customer = planned.order.customer();
-            if !self.locations.contains_key(customer) {
-                let location = locations.get(customer).cloned().flatten();
-                self.locations.insert(customer.to_owned(), location);
-            }
         }
         let mut records: Vec<OutputRecord> = orders
             .iter()
@@ -215,16 +205,22 @@ impl OrderRecords {
         });
     }
 
-    /// Whether every order of `plan` has its record here.
+    /// Whether every order of `plan` has its record here (one record per planned order).
     pub fn covers(&self, plan: &Plan) -> bool {
-        self.orders == plan.orders.len()
+        let records: usize = self.partitions.iter().map(|p| p.records.len()).sum();
+        records == plan.orders.len()
     }
 
-    /// The records of every partition added, in the order they were added; `None` when they
-    /// were built with other locations than `locations` (an entry of the cache expired before
-    /// the write looked the customers up again).
+    /// The records of every partition added, in the order they were added; `None` when a
+    /// customer's location in `locations` is not the one its records were built with (an
+    /// entry of the cache expired before the write looked the customers up again).
     pub fn finish(self, locations: &Locations) -> Option<Vec<PartitionOutput>> {
-        (self.locations == *locations).then_some(self.partitions)
+        let same = self.location_json.iter().all(|(customer, built_with)| {
+            locations
+                .get(customer.as_str())
+                .is_some_and(|location| *built_with == location_fields(location.as_ref()))
+        });
+        same.then_some(self.partitions)
     }
 }
 

@@ -44,7 +44,7 @@ pub struct WriteStats {
     /// them already existed or an order number was in several partitions.
     pub upserted: bool,
     /// Whether the orders were streamed into the direct `COPY` a partition at a time while the
-    /// batch was still being decoded ([`NewOrdersCopy`]).
+    /// batch was still being decoded ([`OrdersCopy::new_orders`]).
     pub streamed: bool,
 }
 
@@ -98,7 +98,7 @@ pub fn order_upsert(target: &str, rows: &str) -> String {
 /// without `TEMPORARY` fails on its first batch and not on its first redelivery. The savepoint
 /// is what a failed direct `COPY` rolls back to; it is never released (the `COMMIT` ends it),
 /// which saves a round trip.
-const PREPARE_WRITE: &str = "SET LOCAL client_min_messages = warning;
+pub const PREPARE_WRITE: &str = "SET LOCAL client_min_messages = warning;
 CREATE TEMP TABLE IF NOT EXISTS incoming_orders (
     round int4 NOT NULL,
     LIKE enriched_orders INCLUDING DEFAULTS
@@ -178,7 +178,7 @@ struct DeadLetterColumns<'a> {
 /// staging table by one binary `COPY` (the server parses no text and no arrays), then upserted
 /// by one statement per round. The dead letters follow in one statement. Rows are copied in
 /// `order_no` order within a round, so that concurrent invocations lock overlapping orders in
-/// the same order and never deadlock ([`NewOrdersCopy`], which sorts within a partition only,
+/// the same order and never deadlock ([`OrdersCopy::new_orders`], which sorts within a partition only,
 /// is retried by this write when its transaction is ended as a deadlock victim).
 #[tracing::instrument(name = "write", level = "debug", skip_all, fields(orders = plan.orders.len(), dead_letters = plan.dead_letters.len()), err(level = "debug"))]
 pub async fn write(
@@ -190,8 +190,8 @@ pub async fn write(
 }
 
 /// [`write`] without the direct `COPY` and its set-up: for a transaction that ran
-/// [`prepare_write_statements`] and whose direct `COPY` of these orders met an existing order
-/// ([`NewOrdersCopy`]) and was undone.
+/// [`PREPARE_WRITE`] and whose direct `COPY` of these orders met an existing order
+/// ([`OrdersCopy::new_orders`]) and was undone.
 pub async fn write_upserting(
     tx: &mut PgTransaction<'_>,
     plan: &Plan,
@@ -263,32 +263,35 @@ pub async fn write_dead_letters(
     insert_dead_letters(conn, &plan.dead_letters).await
 }
 
-/// The statements that begin a streamed write, to be sent with the transaction's `BEGIN`
-/// (see [`PREPARE_WRITE`]).
-pub fn prepare_write_statements() -> &'static str {
-    PREPARE_WRITE
-}
-
-/// The direct `COPY` of new orders into `enriched_orders`, fed a partition at a time while the
-/// later partitions are still being decoded, so that the server stores the first rows while
-/// the client decodes the next ones. It needs [`prepare_write_statements`] run first in the
-/// transaction (the savepoint that [`undo_direct_copy`] rolls back to). Each partition's orders
-/// go out in `order_no` order.
-pub struct NewOrdersCopy<'c> {
+/// Orders streamed into a binary `COPY`, in chunks, so that the server parses the first rows
+/// while later ones are still being encoded (or, in a streamed write, decoded).
+pub struct OrdersCopy<'c> {
     copy: sqlx::postgres::PgCopyIn<&'c mut PgConnection>,
     rows: CopyRows,
 }
 
-impl<'c> NewOrdersCopy<'c> {
-    /// Starts the `COPY` (one round trip).
-    pub async fn start(conn: &'c mut PgConnection) -> Result<Self, sqlx::Error> {
+impl<'c> OrdersCopy<'c> {
+    /// Starts `copy_statement` for rows of `fields_per_row` fields (one round trip).
+    async fn start(
+        conn: &'c mut PgConnection,
+        copy_statement: &str,
+        fields_per_row: i16,
+    ) -> Result<Self, sqlx::Error> {
         Ok(Self {
-            copy: conn.copy_in_raw(&COPY_NEW_ORDERS).await?,
-            rows: CopyRows::new(ORDER_FIELDS),
+            copy: conn.copy_in_raw(copy_statement).await?,
+            rows: CopyRows::new(fields_per_row),
         })
     }
 
-    /// Encodes `orders` (one partition's, each order number once) and sends every full chunk.
+    /// The direct `COPY` of new orders into `enriched_orders`, fed a partition at a time by a
+    /// streamed write ([`Self::add`]). It needs [`PREPARE_WRITE`] run first in the transaction
+    /// (the savepoint that [`undo_direct_copy`] rolls back to).
+    pub async fn new_orders(conn: &'c mut PgConnection) -> Result<Self, sqlx::Error> {
+        Self::start(conn, &COPY_NEW_ORDERS, ORDER_FIELDS).await
+    }
+
+    /// Encodes one partition's orders (each order number once), in `order_no` order, and
+    /// sends every full chunk. On an error the `COPY` needs [`Self::fail`].
     pub async fn add(
         &mut self,
         orders: &[PlannedOrder],
@@ -296,11 +299,22 @@ impl<'c> NewOrdersCopy<'c> {
     ) -> Result<(), sqlx::Error> {
         let mut sorted: Vec<&PlannedOrder> = orders.iter().collect();
         sorted.sort_by(|a, b| a.order.order_no().cmp(b.order.order_no()));
-        for planned in sorted {
+        self.send(None, &sorted, locations).await
+    }
+
+    /// Encodes `orders`, each row led by `round` when there is one (the staging table has that
+    /// column, `enriched_orders` does not), and sends every full chunk.
+    async fn send(
+        &mut self,
+        round: Option<i32>,
+        orders: &[&PlannedOrder],
+        locations: &Locations,
+    ) -> Result<(), sqlx::Error> {
+        for planned in orders {
             let location = locations
                 .get(planned.order.customer())
                 .and_then(Option::as_ref);
-            encode_order(&mut self.rows, None, planned, location).map_err(sqlx::Error::Encode)?;
+            encode_order(&mut self.rows, round, planned, location).map_err(sqlx::Error::Encode)?;
             if self.rows.pending() >= COPY_CHUNK_BYTES {
                 self.copy.send(self.rows.take_chunk()).await?;
             }
@@ -308,17 +322,29 @@ impl<'c> NewOrdersCopy<'c> {
         Ok(())
     }
 
-    /// Ends the `COPY`; returns the rows inserted. An order that exists already fails it
-    /// ([`met_existing_order`]); the transaction then needs [`undo_direct_copy`].
+    /// Ends the `COPY`; returns the rows the server took. In the direct `COPY` an order that
+    /// exists already fails it ([`met_existing_order`]); the transaction then needs
+    /// [`undo_direct_copy`].
     pub async fn finish(mut self) -> Result<u64, sqlx::Error> {
         let last = self.rows.finish().map_err(sqlx::Error::Encode)?;
         self.copy.send(last).await?;
         self.copy.finish().await
     }
 
-    /// Abandons the `COPY`; the transaction then needs [`undo_direct_copy`].
+    /// Abandons the `COPY` (the direct one then needs [`undo_direct_copy`]).
     pub async fn abort(self, why: &str) -> Result<(), sqlx::Error> {
         self.copy.abort(why).await
+    }
+
+    /// Ends the `COPY` after `error` from [`Self::add`]: a value that could not be encoded
+    /// abandons it (the server is still reading rows); anything else has ended it already.
+    pub async fn fail(self, error: sqlx::Error) -> sqlx::Error {
+        if matches!(error, sqlx::Error::Encode(_)) {
+            if let Err(abort) = self.abort(&error.to_string()).await {
+                return abort;
+            }
+        }
+        error
     }
 }
 
@@ -400,8 +426,7 @@ fn round_number(round: usize) -> Result<i32, sqlx::Error> {
 }
 
 /// Streams `batches` of orders into `copy_statement`'s table, each row led by its batch's
-/// round when there is one (the staging table has that column, `enriched_orders` does not).
-/// Returns the rows the server took.
+/// round when there is one. Returns the rows the server took.
 async fn copy_orders<'p>(
     conn: &mut PgConnection,
     copy_statement: &str,
@@ -409,24 +434,12 @@ async fn copy_orders<'p>(
     batches: impl IntoIterator<Item = (Option<i32>, &'p [&'p PlannedOrder])>,
     locations: &Locations,
 ) -> Result<u64, sqlx::Error> {
-    let mut copy = conn.copy_in_raw(copy_statement).await?;
-    let mut rows = CopyRows::new(fields_per_row);
+    let mut copy = OrdersCopy::start(conn, copy_statement, fields_per_row).await?;
     for (round, orders) in batches {
-        for planned in orders {
-            let location = locations
-                .get(planned.order.customer())
-                .and_then(Option::as_ref);
-            if let Err(error) = encode_order(&mut rows, round, planned, location) {
-                copy.abort(error.to_string()).await?;
-                return Err(sqlx::Error::Encode(error));
-            }
-            if rows.pending() >= COPY_CHUNK_BYTES {
-                copy.send(rows.take_chunk()).await?;
-            }
+        if let Err(error) = copy.send(round, orders, locations).await {
+            return Err(copy.fail(error).await);
         }
     }
-    let last = rows.finish().map_err(sqlx::Error::Encode)?;
-    copy.send(last).await?;
     copy.finish().await
 }
 

@@ -166,13 +166,13 @@ pub struct Written {
 
 /// Decodes and plans the event, then looks up the plan's customers and writes the plan in
 /// one transaction (only looks up when the database is not a sink), retrying transient
-/// failures until `deadline` (or the configured retry limit). When
-/// PostgreSQL is the only sink, the first attempt streams the batch into the direct `COPY` a
-/// partition at a time: each partition's new orders are sent as soon as it is planned, so
-/// that the server stores them while the client decodes the next partition. That attempt
-/// gives way to the general write, in the same transaction, when an order exists already, an
-/// order number is in several partitions, or a customer is not in the cache. `planned` is
-/// `observer` hears of the plan as soon as it is complete, and of each partition streamed.
+/// failures until `deadline` (or the configured retry limit). When PostgreSQL is a sink, the
+/// first attempt streams the batch into the direct `COPY` a partition at a time: each
+/// partition's new orders are sent as soon as it is planned, so that the server stores them
+/// while the client decodes the next partition. That attempt gives way to the general write,
+/// in the same transaction, when an order exists already, an order number is in several
+/// partitions, or a customer is not in the cache. `observer` hears of each partition streamed,
+/// and of the plan as soon as it is complete.
 pub async fn decode_and_write(
     app: &App,
     event: KafkaEvent<'_>,
@@ -297,34 +297,21 @@ async fn streamed_attempt(
         return None;
     }
     let work_end = work_end(budget_end);
-    let begin = begin_statement(
-        work_end,
-        &format!(";\n{}", store::prepare_write_statements()),
-    );
+    let begin = begin_statement(work_end, &format!(";\n{}", store::PREPARE_WRITE));
     let work = async {
         let mut tx = app.pool.begin_with(AssertSqlSafe(begin)).await?;
         let started = Instant::now();
         let mut gave_way = None;
         let mut copied = 0;
         {
-            let mut copy = store::NewOrdersCopy::start(&mut tx).await?;
-            // The orders planned so far and not yet sent.
+            let mut copy = store::OrdersCopy::new_orders(&mut tx).await?;
+            // The orders planned so far and not yet sent: the first partition's, whose
+            // customers were found cached above (no earlier partition has orders to repeat).
             let mut sent = 0;
             loop {
                 let orders = &decoding.planner.plan().orders[sent..];
-                if orders.iter().any(|planned| planned.round > 0) {
-                    gave_way = Some(GaveWay::OrderInSeveralPartitions);
-                    break;
-                }
-                if !cache_covers(app, orders, &mut locations) {
-                    gave_way = Some(GaveWay::CustomerNotCached);
-                    break;
-                }
                 if let Err(error) = copy.add(orders, &locations).await {
-                    if matches!(error, sqlx::Error::Encode(_)) {
-                        copy.abort(&error.to_string()).await?;
-                    }
-                    return Err(Attempt::Failed(error));
+                    return Err(Attempt::Failed(copy.fail(error).await));
                 }
                 // Only the last partition planned has orders not sent yet.
                 if let Some(partition) = decoding.planner.plan().partitions.last() {
@@ -334,6 +321,15 @@ async fn streamed_attempt(
                 }
                 sent += orders.len();
                 if !decoding.next() {
+                    break;
+                }
+                let orders = &decoding.planner.plan().orders[sent..];
+                if orders.iter().any(|planned| planned.round > 0) {
+                    gave_way = Some(GaveWay::OrderInSeveralPartitions);
+                    break;
+                }
+                if !cache_covers(app, orders, &mut locations) {
+                    gave_way = Some(GaveWay::CustomerNotCached);
                     break;
                 }
             }

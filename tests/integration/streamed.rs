@@ -73,6 +73,25 @@ fn row(
     )
 }
 
+/// A transaction of another session that has inserted `order_no` and not committed: a `COPY`
+/// of the same order number waits for it.
+async fn insert_uncommitted(
+    pool: &sqlx::PgPool,
+    order_no: &str,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut blocker = pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO enriched_orders (order_no, order_date, region, customer, item, units, unit_cost, total,
+             customer_found, source_topic, source_partition, source_offset)
+         VALUES ($1, '2024-03-01', 'East', 'Jones', 'Pen', 1, 1.5, 1.5, true, 'other', 0, 0)",
+    )
+    .bind(order_no)
+    .execute(&mut *blocker)
+    .await
+    .unwrap();
+    blocker
+}
+
 const JONES: Option<&str> = Some("1745 T Street Southeast");
 const KIVELL: Option<&str> = Some("6007 Applegate Lane");
 
@@ -279,15 +298,7 @@ async fn a_session_killed_while_its_copy_waits_on_a_row_lock_commits_nothing_and
     process(&app, event_of(&[(0, 0, "SO-WARM", "Jones", 1)])).await;
 
     // Another transaction holds SO-K2, not yet committed: the streamed COPY stops on it.
-    let mut blocker = db.pool.begin().await.unwrap();
-    sqlx::query(
-        "INSERT INTO enriched_orders (order_no, order_date, region, customer, item, units, unit_cost, total,
-             customer_found, source_topic, source_partition, source_offset)
-         VALUES ('SO-K2', '2024-03-01', 'East', 'Jones', 'Pen', 1, 1.5, 1.5, true, 'other', 0, 0)",
-    )
-    .execute(&mut *blocker)
-    .await
-    .unwrap();
+    let blocker = insert_uncommitted(&db.pool, "SO-K2").await;
 
     let invocation = process(
         &app,
@@ -342,15 +353,7 @@ async fn a_streamed_copy_stopped_by_a_row_lock_past_the_deadline_is_reported_and
     let app = app(&db.url, &[]).await;
     process(&app, event_of(&[(0, 0, "SO-WARM", "Jones", 1)])).await;
 
-    let mut blocker = db.pool.begin().await.unwrap();
-    sqlx::query(
-        "INSERT INTO enriched_orders (order_no, order_date, region, customer, item, units, unit_cost, total,
-             customer_found, source_topic, source_partition, source_offset)
-         VALUES ('SO-L2', '2024-03-01', 'East', 'Jones', 'Pen', 1, 1.5, 1.5, true, 'other', 0, 0)",
-    )
-    .execute(&mut *blocker)
-    .await
-    .unwrap();
+    let blocker = insert_uncommitted(&db.pool, "SO-L2").await;
     let batch = || {
         event_of(&[
             (0, 1, "SO-L1", "Jones", 2),
