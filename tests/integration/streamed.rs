@@ -6,43 +6,7 @@
 
 use std::time::Duration;
 
-use esm_local::batch::{Batch, EventSource, Record, SourceRecord, TimestampType};
-use msk_order_enricher::event::KafkaEvent;
-
 use crate::support::*;
-
-fn order_line(order_no: &str, customer: &str, units: u32) -> String {
-    format!(
-        r#"{{"OrderNo":"{order_no}","OrderDate":"2024-03-01","Region":"East","Customer":"{customer}","Item":"Pen","Units":{units},"Unit Cost":1.50,"Total":{}}}"#,
-        f64::from(units) * 1.5
-    )
-}
-
-/// One record of topic `orders`: (partition, offset, order number, customer, units), with a
-/// timestamp that grows with the offset.
-type Spec<'a> = (i32, i64, &'a str, &'a str, u32);
-
-fn event_of(records: &[Spec<'_>]) -> KafkaEvent<'static> {
-    let records: Vec<Record> = records
-        .iter()
-        .map(|&(partition, offset, no, customer, units)| {
-            Record::new(&SourceRecord {
-                topic: "orders".into(),
-                partition,
-                offset,
-                timestamp_ms: 1_700_000_000_000 + offset,
-                timestamp_type: TimestampType::CreateTime,
-                key: Some(no.as_bytes().to_vec()),
-                value: Some(order_line(no, customer, units).into_bytes()),
-                headers: vec![],
-            })
-        })
-        .collect();
-    parse_event(&Batch::from_records(records).event_json(&EventSource {
-        event_source_arn: None,
-        bootstrap_servers: "localhost:9092".into(),
-    }))
-}
 
 /// `(order_no, customer, units, source_partition, source_offset, address)` of every row.
 async fn rows(pool: &sqlx::PgPool) -> Vec<(String, String, i32, i32, i64, Option<String>)> {
@@ -71,25 +35,6 @@ fn row(
         offset,
         address.map(Into::into),
     )
-}
-
-/// A transaction of another session that has inserted `order_no` and not committed: a `COPY`
-/// of the same order number waits for it.
-async fn insert_uncommitted(
-    pool: &sqlx::PgPool,
-    order_no: &str,
-) -> sqlx::Transaction<'static, sqlx::Postgres> {
-    let mut blocker = pool.begin().await.unwrap();
-    sqlx::query(
-        "INSERT INTO enriched_orders (order_no, order_date, region, customer, item, units, unit_cost, total,
-             customer_found, source_topic, source_partition, source_offset)
-         VALUES ($1, '2024-03-01', 'East', 'Jones', 'Pen', 1, 1.5, 1.5, true, 'other', 0, 0)",
-    )
-    .bind(order_no)
-    .execute(&mut *blocker)
-    .await
-    .unwrap();
-    blocker
 }
 
 const JONES: Option<&str> = Some("1745 T Street Southeast");
@@ -309,18 +254,7 @@ async fn a_session_killed_while_its_copy_waits_on_a_row_lock_commits_nothing_and
         ]),
     );
     let kill_then_release = async {
-        let waiting = loop {
-            let pid: Option<i32> = sqlx::query_scalar(
-                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'COPY enriched_orders%'",
-            )
-            .fetch_optional(&db.pool)
-            .await
-            .unwrap();
-            if let Some(pid) = pid {
-                break pid;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let waiting = copy_waiting_on_a_lock(&db.pool).await;
         let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
             .bind(waiting)
             .fetch_one(&db.pool)

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use esm_local::batch::{Batch, EventSource, Record, SourceRecord, TimestampType};
 use msk_order_enricher::config::Config;
 use msk_order_enricher::event::KafkaEvent;
 use msk_order_enricher::handler;
@@ -279,4 +280,76 @@ pub fn parse_event(json: &str) -> KafkaEvent<'static> {
     serde_json::from_str::<KafkaEvent<'_>>(json)
         .expect("the text is a Kafka event")
         .into_owned()
+}
+
+/// A transaction of another session that has inserted `order_no` and not committed: a `COPY`
+/// of the same order number waits for it.
+pub async fn insert_uncommitted(
+    pool: &sqlx::PgPool,
+    order_no: &str,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut blocker = pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO enriched_orders (order_no, order_date, region, customer, item, units, unit_cost, total,
+             customer_found, source_topic, source_partition, source_offset)
+         VALUES ($1, '2024-03-01', 'East', 'Jones', 'Pen', 1, 1.5, 1.5, true, 'other', 0, 0)",
+    )
+    .bind(order_no)
+    .execute(&mut *blocker)
+    .await
+    .unwrap();
+    blocker
+}
+
+/// An order's value, as the order stream carries it.
+pub fn order_line(order_no: &str, customer: &str, units: u32) -> String {
+    format!(
+        r#"{{"OrderNo":"{order_no}","OrderDate":"2024-03-01","Region":"East","Customer":"{customer}","Item":"Pen","Units":{units},"Unit Cost":1.50,"Total":{}}}"#,
+        f64::from(units) * 1.5
+    )
+}
+
+/// One record of topic `orders`: (partition, offset, order number, customer, units), with a
+/// timestamp that grows with the offset.
+pub type Spec<'a> = (i32, i64, &'a str, &'a str, u32);
+
+/// A Kafka event of these records.
+pub fn event_of(records: &[Spec<'_>]) -> KafkaEvent<'static> {
+    let records: Vec<Record> = records
+        .iter()
+        .map(|&(partition, offset, no, customer, units)| {
+            Record::new(&SourceRecord {
+                topic: "orders".into(),
+                partition,
+                offset,
+                timestamp_ms: 1_700_000_000_000 + offset,
+                timestamp_type: TimestampType::CreateTime,
+                key: Some(no.as_bytes().to_vec()),
+                value: Some(order_line(no, customer, units).into_bytes()),
+                headers: vec![],
+            })
+        })
+        .collect();
+    parse_event(&Batch::from_records(records).event_json(&EventSource {
+        event_source_arn: None,
+        bootstrap_servers: "localhost:9092".into(),
+    }))
+}
+
+/// The session whose `COPY` into `enriched_orders` waits on a row lock, once there is one (10 s
+/// at most).
+pub async fn copy_waiting_on_a_lock(pool: &PgPool) -> i32 {
+    for _ in 0..500 {
+        let pid: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'COPY enriched_orders%'",
+        )
+        .fetch_optional(pool)
+        .await
+        .unwrap();
+        if let Some(pid) = pid {
+            return pid;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("no COPY waited on a row lock within 10 s");
 }
