@@ -385,3 +385,170 @@ async fn kafka_alone_writes_no_table_and_sends_dead_letters_with_their_reason_to
     );
     assert_eq!(dead[1].value.as_deref(), Some(&b"%%not-base64%%"[..]));
 }
+
+/// The order numbers on `topic`, once `at_least` arrived (see [`consume`]).
+async fn keys_on(servers: &str, topic: &str, at_least: usize) -> Vec<String> {
+    let mut keys: Vec<String> = consume(servers, topic, at_least)
+        .await
+        .iter()
+        .map(key)
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// A warm execution environment with both sinks: Jones cached, the producer connected to `out`
+/// (created with 3 partitions), which holds SO-WARM.
+async fn warm_app(db: &TestDb, servers: &str, out: &str) -> msk_order_enricher::startup::App {
+    kafka::ensure_topic(&connection(servers), out, 3)
+        .await
+        .unwrap();
+    let app = app(&db.url, &kafka_vars(servers, out)).await;
+    let (response, summary) = process(&app, event_of(&[(0, 0, "SO-WARM", "Jones", 1)])).await;
+    assert_eq!(reported(&response), vec![]);
+    assert_eq!(summary.produce.unwrap().delivered, 1);
+    app
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_of_a_batch_reaches_the_topic_while_its_write_waits_on_a_row_lock() {
+    let db = fresh_db().await;
+    let servers = broker::bootstrap_servers();
+    let out = topic("waits");
+    let app = warm_app(&db, &servers, &out).await;
+
+    let blocker = insert_uncommitted(&db.pool, "SO-H2").await;
+    let write = process(
+        &app,
+        event_of(&[
+            (0, 1, "SO-H1", "Jones", 2),
+            (1, 0, "SO-H2", "Jones", 3),
+            (1, 1, "SO-H3", "Jones", 4),
+        ]),
+    );
+    let meanwhile = async {
+        copy_waiting_on_a_lock(&db.pool).await;
+        // Every partition is streamed and its records built by now; the COPY waits.
+        let on_topic = keys_on(&servers, &out, 1).await;
+        blocker.rollback().await.unwrap();
+        on_topic
+    };
+    let ((response, summary), during_the_write) = tokio::join!(write, meanwhile);
+    assert_eq!(
+        during_the_write,
+        ["SO-WARM"],
+        "nothing sent before the commit"
+    );
+    assert_eq!(reported(&response), vec![]);
+    let produced = summary.produce.unwrap();
+    assert_eq!(
+        (
+            produced.delivered,
+            produced.undelivered_partitions,
+            produced.records_built_ahead
+        ),
+        (3, 0, true)
+    );
+    assert_eq!(
+        keys_on(&servers, &out, 4).await,
+        ["SO-H1", "SO-H2", "SO-H3", "SO-WARM"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_stopped_at_its_deadline_produces_nothing_then_or_later_and_its_redelivery_each_order_once(
+) {
+    let db = fresh_db().await;
+    let servers = broker::bootstrap_servers();
+    let out = topic("deadline");
+    let app = warm_app(&db, &servers, &out).await;
+
+    let blocker = insert_uncommitted(&db.pool, "SO-P2").await;
+    let batch = || {
+        event_of(&[
+            (0, 1, "SO-P1", "Jones", 2),
+            (1, 0, "SO-P2", "Jones", 3),
+            (1, 1, "SO-P3", "Jones", 4),
+        ])
+    };
+    let (response, summary) =
+        process_by(&app, batch(), Instant::now() + Duration::from_millis(1500)).await;
+    assert_eq!(
+        summary.failure,
+        Some(msk_order_enricher::summary::WriteFailure::Deadline)
+    );
+    assert_eq!(
+        reported(&response),
+        vec![("orders-0".into(), 1), ("orders-1".into(), 0)]
+    );
+    assert_eq!(summary.produce, None);
+    blocker.rollback().await.unwrap();
+    assert_eq!(
+        keys_on(&servers, &out, 1).await,
+        ["SO-WARM"],
+        "nothing of the reported partitions reaches the topic, then or later"
+    );
+
+    // The redelivery, and the batch after it: written and produced, each order once.
+    let (response, summary) = process(&app, batch()).await;
+    assert_eq!(reported(&response), vec![], "{:?}", summary.failure);
+    let produced = summary.produce.unwrap();
+    assert_eq!(
+        (produced.delivered, produced.undelivered_partitions),
+        (3, 0)
+    );
+    let (response, summary) = process(
+        &app,
+        event_of(&[(0, 2, "SO-P4", "Jones", 5), (1, 2, "SO-P5", "Jones", 6)]),
+    )
+    .await;
+    assert_eq!(reported(&response), vec![]);
+    assert_eq!(summary.produce.unwrap().delivered, 2);
+    assert_eq!(
+        keys_on(&servers, &out, 6).await,
+        ["SO-P1", "SO-P2", "SO-P3", "SO-P4", "SO-P5", "SO-WARM"]
+    );
+    assert_eq!(count(&db.pool, "enriched_orders").await, 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_first_seen_in_a_later_partition_is_produced_with_the_location_looked_up() {
+    let db = fresh_db().await;
+    let servers = broker::bootstrap_servers();
+    let out = topic("later-customer");
+    let app = warm_app(&db, &servers, &out).await;
+
+    // Jones is cached, Kivell is not: the write streams partition 0, then gives way.
+    let (response, summary) = process(
+        &app,
+        event_of(&[
+            (0, 1, "SO-J1", "Jones", 2),
+            (0, 2, "SO-J2", "Jones", 3),
+            (1, 0, "SO-K1", "Kivell", 4),
+        ]),
+    )
+    .await;
+    assert_eq!(reported(&response), vec![]);
+    assert!(!summary.write.streamed);
+    let produced = summary.produce.unwrap();
+    assert_eq!(
+        (produced.delivered, produced.records_built_ahead),
+        (3, false),
+        "the records are built after the write, with the location it looked up"
+    );
+    let records = consume(&servers, &out, 4).await;
+    let addresses: BTreeMap<String, String> = records
+        .iter()
+        .map(|r| (key(r), value(r)["Address"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(
+        addresses,
+        BTreeMap::from([
+            ("SO-J1".to_owned(), "1745 T Street Southeast".to_owned()),
+            ("SO-J2".to_owned(), "1745 T Street Southeast".to_owned()),
+            ("SO-K1".to_owned(), "6007 Applegate Lane".to_owned()),
+            ("SO-WARM".to_owned(), "1745 T Street Southeast".to_owned()),
+        ])
+    );
+    assert_eq!(records.len(), 4, "each once");
+}
