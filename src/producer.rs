@@ -387,8 +387,12 @@ impl OutputProducer {
         }
         if out_of_time {
             // Not sent yet: never sent after the answer. Sent ones may still be acknowledged;
-            // their reports find the batch closed.
+            // their reports find the batch closed. The purged records keep the sequence
+            // numbers they were given when enqueued (librdkafka only skips them for an aborted
+            // transaction), so the partition's next records would follow a gap the brokers
+            // refuse: the next invocation starts with a new producer, a new id.
             built.producer.purge(PurgeConfig::default().queue());
+            built.shared.broken.store(true, Ordering::Relaxed);
         }
         if let Some((code, reason)) = built.producer.client().fatal_error() {
             tracing::error!(code = ?code, "the producer hit a fatal error ({reason}); building a new one");

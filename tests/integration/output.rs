@@ -1,5 +1,6 @@
 //! The Kafka sink against a real broker (tansu) and a real PostgreSQL: what lands on the output
-//! topic, and what is reported when the broker is gone, silent, or has no such topic.
+//! topic, and what is reported when the broker is gone, silent, or has no such topic, or when
+//! the database write waits on a lock or runs out of time.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
