@@ -5,7 +5,8 @@
 //! it) and the server floor (the same rows already on the server, upserted by one
 //! `INSERT ... SELECT` into a table shaped like `enriched_orders`), each paired with a warm
 //! invocation. Then the same with `SINKS=postgres,kafka` against a local broker (tansu),
-//! each invocation paired with one of the database-only function.
+//! each invocation paired with one of the database-only function, and the producer floor: the
+//! same records sent by a bare librdkafka producer with the function's settings.
 //!
 //! `cargo bench --bench end_to_end` prints a report and writes it to
 //! target/bench/end-to-end.md. See BENCHMARKS.md.
@@ -272,6 +273,46 @@ async fn unnest_write(
         .rows_affected()
 }
 
+/// The producer floor: `records` (as the function builds them) sent by a bare librdkafka
+/// producer with the function's settings, already connected, from the first send to the last
+/// acknowledgement. What the produce step costs on this machine with no function around it.
+fn producer_floor(
+    producer: &rdkafka::producer::BaseProducer,
+    topic: &str,
+    records: &[msk_order_enricher::output::PartitionOutput],
+) -> Duration {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseRecord, Producer as _};
+    let started = Instant::now();
+    for record in records.iter().flat_map(|partition| &partition.records) {
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for (name, value) in &record.headers {
+            headers = headers.insert(Header {
+                key: name,
+                value: value.as_deref(),
+            });
+        }
+        let mut message = BaseRecord::<[u8], [u8]>::to(topic).headers(headers);
+        if let Some(key) = &record.key {
+            message = message.key(&key[..]);
+        }
+        if let Some(value) = &record.value {
+            message = message.payload(&value[..]);
+        }
+        producer
+            .send(message)
+            .map_err(|(error, _)| error)
+            .expect("enqueued");
+    }
+    // Served on this thread as they come (flush() would wait for up to 100 ms between polls).
+    let until = started + Duration::from_secs(30);
+    while producer.in_flight_count() > 0 {
+        assert!(Instant::now() < until, "every record acknowledged");
+        producer.poll(Duration::from_millis(1));
+    }
+    started.elapsed()
+}
+
 fn peak_rss_kib(child: &Child) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()?)).ok()?;
     status.lines().find_map(|line| {
@@ -464,6 +505,24 @@ async fn main() {
     .await;
     let producing_startup = producing.startup;
     invoke(&producing, &batch(300)).await; // connects to the broker and the database
+                                           // The bare producer of the producer floor, with the function's settings, connected.
+    let bare: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &servers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "0")
+        .set("partitioner", "murmur2_random")
+        .create()
+        .expect("bare producer");
+    let floor_records = |number: usize| {
+        let plan = plan::plan(event::decode(batch(number)), PoisonPolicy::DeadLetter);
+        let locations = enrich::cached(&cache, &plan.distinct_customers())
+            .expect("every customer cached by the floor runs");
+        msk_order_enricher::output::build(&plan, &locations, &[], false)
+    };
+    producer_floor(&bare, "bench-enriched", &floor_records(390));
+    let mut producer_floor_times = Vec::new();
     let mut postgres_only_times = Vec::new();
     let mut both_sinks_times = Vec::new();
     let mut produce_ms = Vec::new();
@@ -471,6 +530,8 @@ async fn main() {
     for run in 0..RUNS {
         postgres_only_times.push(invoke(&warm, &batch(310 + run)).await);
         both_sinks_times.push(invoke(&producing, &batch(330 + run)).await);
+        let records = floor_records(360 + run);
+        producer_floor_times.push(producer_floor(&bare, "bench-enriched", &records));
         tokio::time::sleep(Duration::from_millis(20)).await; // let the log line arrive
         produce_ms.push(producing.last_field("produce_ms"));
         both_breakdowns.push(producing.last_breakdown().map(|(decode, _, write, total)| {
@@ -648,6 +709,21 @@ async fn main() {
     let _ = writeln!(
         report,
         "Inside the function with both sinks (decode_ms, write_ms, enqueue_ms, produce_ms, total_ms from its log): {both_breakdowns:?}\n"
+    );
+    let floor_ratios: Vec<f64> = producer_floor_times
+        .iter()
+        .zip(&postgres_only_times)
+        .map(|(floor, postgres)| {
+            (postgres.as_secs_f64() + floor.as_secs_f64()) / postgres.as_secs_f64()
+        })
+        .collect();
+    let _ = writeln!(
+        report,
+        "Producer floor (the same 10,000 records, as the function builds them, sent by a bare librdkafka producer with its settings, first send to last acknowledgement): median {:.1} ms {:?}; (postgres alone + producer floor) / postgres alone, median of {RUNS} paired ratios **{:.2}x** {:?}\n",
+        ms(median(producer_floor_times.clone())),
+        times(&producer_floor_times),
+        median_ratio(floor_ratios.clone()),
+        rounded(&floor_ratios),
     );
     let _ = writeln!(report, "| process | figure |");
     let _ = writeln!(report, "|---|---|");
