@@ -505,7 +505,9 @@ async fn main() {
     .await;
     let producing_startup = producing.startup;
     invoke(&producing, &batch(300)).await; // connects to the broker and the database
-                                           // The bare producer of the producer floor, with the function's settings, connected.
+
+    // The bare producer of the producer floor, with the function's settings, connected by a
+    // first batch.
     let bare: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &servers)
         .set("enable.idempotence", "true")
