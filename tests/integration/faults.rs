@@ -103,7 +103,7 @@ async fn a_row_lock_held_past_the_deadline_is_reported_in_time_and_never_commits
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(orders_snapshot(&db.pool).await, before);
     let still_running: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'msk-order-enricher' AND state <> 'idle'",
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'msk-order-enricher' AND state <> 'idle'",
     )
     .fetch_one(&db.pool)
     .await
@@ -128,7 +128,7 @@ async fn sessions_terminated_between_invocations_do_not_fail_the_next_batch() {
     let (response, _) = process(&app, event("sample-orders.json")).await;
     assert_eq!(reported(&response), vec![]);
     let terminated: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'msk-order-enricher'",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'msk-order-enricher'",
     )
     .fetch_all(&db.pool)
     .await

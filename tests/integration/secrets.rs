@@ -57,7 +57,7 @@ async fn output(running: Running) -> String {
 
 /// Drops the function's sessions, as when its connections are recycled: the next one must log in.
 async fn cut_function_sessions(admin: &PgPool) {
-    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'msk-order-enricher'")
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'msk-order-enricher'")
         .execute(admin)
         .await
         .unwrap();

@@ -147,7 +147,7 @@ async fn concurrent_writers_of_the_same_new_orders_leave_the_newest_records() {
     let mut waited = false;
     for _ in 0..200 {
         let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'COPY enriched_orders%'",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'COPY enriched_orders%'",
         )
         .fetch_one(&mut observer)
         .await

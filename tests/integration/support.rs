@@ -336,12 +336,12 @@ pub fn event_of(records: &[Spec<'_>]) -> KafkaEvent<'static> {
     }))
 }
 
-/// The session whose `COPY` into `enriched_orders` waits on a row lock, once there is one (10 s
-/// at most).
+/// The session whose `COPY` into `enriched_orders` of `pool`'s database waits on a row lock,
+/// once there is one (10 s at most). Only that database's: the tests share one server.
 pub async fn copy_waiting_on_a_lock(pool: &PgPool) -> i32 {
     for _ in 0..500 {
         let pid: Option<i32> = sqlx::query_scalar(
-            "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'COPY enriched_orders%'",
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'COPY enriched_orders%'",
         )
         .fetch_optional(pool)
         .await
