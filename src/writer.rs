@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use sqlx::AssertSqlSafe;
 
-use sqlx::{Connection as _, PgTransaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection as _, PgTransaction, Postgres};
 
 use crate::db_error::{self, ErrorClass};
 use crate::enrich::{self, LookupStats};
@@ -298,13 +299,21 @@ async fn streamed_attempt(
     }
     let work_end = work_end(budget_end);
     let begin = begin_statement(work_end, &format!(";\n{}", store::PREPARE_WRITE));
+    let mut connection = match connect(app, work_end).await {
+        Ok(connection) => connection,
+        Err(attempt) => return Some(Err(attempt)),
+    };
+    let mut tx = match begin_on(&mut connection, begin, work_end).await {
+        Ok(tx) => tx,
+        Err(attempt) => return Some(Err(attempt)),
+    };
     let work = async {
-        let mut tx = app.pool.begin_with(AssertSqlSafe(begin)).await?;
+        let tx = &mut tx;
         let started = Instant::now();
         let mut gave_way = None;
         let mut copied = 0;
         {
-            let mut copy = store::OrdersCopy::new_orders(&mut tx).await?;
+            let mut copy = store::OrdersCopy::new_orders(tx).await?;
             // The orders planned so far and not yet sent: the first partition's, whose
             // customers were found cached above (no earlier partition has orders to repeat).
             let mut sent = 0;
@@ -359,35 +368,41 @@ async fn streamed_attempt(
                     ..WriteStats::default()
                 };
                 stats.write.dead_letters_inserted =
-                    store::write_dead_letters(&mut tx, &plan, &mut stats.write).await?;
+                    store::write_dead_letters(tx, &plan, &mut stats.write).await?;
             }
             Some(why) => {
                 tracing::debug!(reason = ?why, "the streamed COPY gives way to the general write");
-                store::undo_direct_copy(&mut tx).await?;
+                store::undo_direct_copy(tx).await?;
                 let lookup_started = Instant::now();
                 let (found, lookup) =
-                    enrich::locate(&mut tx, &app.cache, &plan.distinct_customers()).await?;
+                    enrich::locate(tx, &app.cache, &plan.distinct_customers()).await?;
                 stats.lookup = lookup;
                 stats.lookup_ms = millis(lookup_started.elapsed());
                 stats.write = if why == GaveWay::OrderExists {
-                    store::write_upserting(&mut tx, &plan, &found).await?
+                    store::write_upserting(tx, &plan, &found).await?
                 } else {
-                    store::write(&mut tx, &plan, &found).await?
+                    store::write(tx, &plan, &found).await?
                 };
                 locations = found;
             }
         }
         stats.write_ms = millis(started.elapsed());
-        Ok::<_, Attempt>((tx, locations))
+        Ok::<_, Attempt>(locations)
     };
-    let (tx, locations) = match tokio::time::timeout_at(work_end.into(), work).await {
-        // Dropping the transaction rolls it back; the server-side limits cover the case where
-        // the rollback cannot reach the server.
-        Err(_) => return Some(Err(Attempt::OutOfTime)),
+    let locations = match tokio::time::timeout_at(work_end.into(), work).await {
+        Err(_) => {
+            drop(tx);
+            discard(&mut connection);
+            return Some(Err(Attempt::OutOfTime));
+        }
         Ok(Err(error)) => return Some(Err(error)),
-        Ok(Ok(done)) => done,
+        Ok(Ok(locations)) => locations,
     };
-    Some(commit(tx, budget_end).await.map(|()| locations))
+    let committed = commit(tx, budget_end).await;
+    if matches!(committed, Err(Attempt::CommitOutcomeUnknown(_))) {
+        discard(&mut connection);
+    }
+    Some(committed.map(|()| locations))
 }
 
 /// Adds to `locations` the cached locations of `orders`' customers it does not have yet;
@@ -443,40 +458,88 @@ async fn attempt(
 ) -> Result<Locations, Attempt> {
     let work_end = work_end(budget_end);
     let begin = begin_statement(work_end, "");
+    // One connection for the whole invocation.
+    let mut connection = connect(app, work_end).await?;
+    let mut tx = begin_on(&mut connection, begin, work_end).await?;
     let work = async {
-        // One connection for the whole invocation, owned by the transaction.
-        let mut tx = app.pool.begin_with(AssertSqlSafe(begin)).await?;
+        let tx = &mut tx;
         let started = Instant::now();
         let (locations, lookup) =
-            enrich::locate(&mut tx, &app.cache, &plan.distinct_customers()).await?;
+            enrich::locate(tx, &app.cache, &plan.distinct_customers()).await?;
         stats.lookup = lookup;
         stats.lookup_ms = millis(started.elapsed());
         let started = Instant::now();
         if !app.writes_to_postgres {
             // Nothing to commit: the lookup was all this transaction was for.
-            return Ok::<_, Attempt>((tx, locations, false));
+            return Ok::<_, Attempt>((locations, false));
         }
         if set_aside_refused {
-            write_setting_aside_refused(&mut tx, plan, &locations, stats).await?;
+            write_setting_aside_refused(tx, plan, &locations, stats).await?;
         } else {
-            stats.write = store::write(&mut tx, plan, &locations).await?;
+            stats.write = store::write(tx, plan, &locations).await?;
         }
         stats.write_ms = millis(started.elapsed());
-        Ok::<_, Attempt>((tx, locations, true))
+        Ok::<_, Attempt>((locations, true))
     };
-    let (tx, locations, wrote) = match tokio::time::timeout_at(work_end.into(), work).await {
-        // Dropping the transaction rolls it back; the server-side limits cover the case where
-        // the rollback cannot reach the server.
-        Err(_) => return Err(Attempt::OutOfTime),
+    let (locations, wrote) = match tokio::time::timeout_at(work_end.into(), work).await {
+        Err(_) => {
+            drop(tx);
+            discard(&mut connection);
+            return Err(Attempt::OutOfTime);
+        }
         Ok(result) => result?,
     };
     if !wrote {
         // A read-only transaction: however its end goes, nothing depends on it.
-        let _ = tokio::time::timeout_at(budget_end.into(), tx.commit()).await;
+        if tokio::time::timeout_at(budget_end.into(), tx.commit())
+            .await
+            .is_err()
+        {
+            discard(&mut connection);
+        }
         return Ok(locations);
     }
-    commit(tx, budget_end).await?;
-    Ok(locations)
+    let committed = commit(tx, budget_end).await;
+    if matches!(committed, Err(Attempt::CommitOutcomeUnknown(_))) {
+        discard(&mut connection);
+    }
+    committed.map(|()| locations)
+}
+
+/// A connection of the pool, waited for until `work_end`.
+async fn connect(app: &App, work_end: Instant) -> Result<PoolConnection<Postgres>, Attempt> {
+    match tokio::time::timeout_at(work_end.into(), app.pool.acquire()).await {
+        Err(_) => Err(Attempt::OutOfTime),
+        Ok(result) => Ok(result?),
+    }
+}
+
+/// Begins the transaction on `connection` with `begin` (see [`begin_statement`]), waiting
+/// until `work_end`. (A `BEGIN` cut short is a simple query, whose answer sqlx counts: the
+/// connection stays in step.)
+async fn begin_on(
+    connection: &mut PoolConnection<Postgres>,
+    begin: String,
+    work_end: Instant,
+) -> Result<PgTransaction<'_>, Attempt> {
+    let begun =
+        tokio::time::timeout_at(work_end.into(), connection.begin_with(AssertSqlSafe(begin))).await;
+    match begun {
+        Ok(Ok(tx)) => Ok(tx),
+        Ok(Err(error)) => Err(Attempt::Failed(error)),
+        Err(_) => Err(Attempt::OutOfTime),
+    }
+}
+
+/// Closes `connection` when it is dropped instead of returning it to the pool: its attempt was
+/// cut short at the deadline, its future dropped wherever it waited (dropping the transaction
+/// rolls it back; the server-side limits cover a rollback that cannot reach the server), or
+/// the answer to its `COMMIT` did not arrive. A `COPY` dropped mid-stream sends its `CopyFail`
+/// without sqlx counting the answer to it, so the connection would read every later answer
+/// one statement late: the next `BEGIN` fails as not begun, and a later statement could be
+/// taken for the one before it.
+fn discard(connection: &mut PoolConnection<Postgres>) {
+    connection.close_on_drop();
 }
 
 /// Commits the write, waiting for the answer until `budget_end`.
