@@ -328,3 +328,63 @@ async fn a_streamed_copy_stopped_by_a_row_lock_past_the_deadline_is_reported_and
     assert!(summary.write.streamed);
     assert_eq!(count(&db.pool, "enriched_orders").await, 4);
 }
+
+/// The backend of the function's one pooled connection.
+async fn function_backend(pool: &sqlx::PgPool) -> Vec<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'msk-order-enricher'",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_stopped_mid_copy_is_cut_at_the_deadline_and_the_next_batch_gets_a_new_connection(
+) {
+    let db = fresh_db().await;
+    // One connection: the pool must replace it, not hand it out again.
+    let app = app(&db.url, &[("DB_POOL_SIZE", "1")]).await;
+    process(&app, event_of(&[(0, 0, "SO-WARM", "Jones", 1)])).await;
+    let before = function_backend(&db.pool).await;
+    assert_eq!(before.len(), 1);
+
+    let blocker = insert_uncommitted(&db.pool, "SO-X2").await;
+    let write = process_by(
+        &app,
+        event_of(&[(0, 1, "SO-X1", "Jones", 2), (1, 0, "SO-X2", "Jones", 3)]),
+        std::time::Instant::now() + Duration::from_millis(1500),
+    );
+    let stop_the_server_side = async {
+        // The COPY waits on the row lock; its backend is stopped, so that its own limits
+        // cannot end the COPY first: the function's deadline cuts it short mid-COPY.
+        let backend = copy_waiting_on_a_lock(&db.pool).await;
+        // SAFETY: a plain signal to a process of the test server.
+        assert_eq!(unsafe { libc::kill(backend, libc::SIGSTOP) }, 0);
+        backend
+    };
+    let ((response, summary), backend) = tokio::join!(write, stop_the_server_side);
+    assert_eq!(
+        (summary.failure, reported(&response).len()),
+        (Some(msk_order_enricher::summary::WriteFailure::Deadline), 2)
+    );
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(backend, libc::SIGCONT) }, 0);
+    blocker.rollback().await.unwrap();
+
+    // The next batch is written, on a new connection.
+    let (response, summary) = process(&app, event_of(&[(2, 0, "SO-X3", "Jones", 4)])).await;
+    assert_eq!(reported(&response), vec![], "{:?}", summary.failure);
+    let after = function_backend(&db.pool).await;
+    assert_eq!(after.len(), 1);
+    assert_ne!(after, before, "the cut connection was used again");
+    assert_eq!(
+        rows(&db.pool)
+            .await
+            .into_iter()
+            .map(|row| row.0)
+            .collect::<Vec<_>>(),
+        ["SO-WARM", "SO-X3"],
+        "nothing of the cut batch committed"
+    );
+}
