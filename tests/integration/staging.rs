@@ -143,25 +143,9 @@ async fn concurrent_writers_of_the_same_new_orders_leave_the_newest_records() {
         stats
     });
     // The second writer is waiting on the first one's rows before the first commits.
-    let mut observer = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    let mut waited = false;
-    for _ in 0..200 {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'COPY enriched_orders%'",
-        )
-        .fetch_one(&mut observer)
-        .await
-        .unwrap();
-        if waiting == 1 {
-            waited = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    assert!(
-        waited,
-        "the second writer's COPY waits on the first one's rows"
-    );
+    // Its own connection: the two writers hold both of the test pool's.
+    let observer = sqlx::PgPool::connect(&db.url).await.unwrap();
+    copy_waiting_on_a_lock(&observer).await;
     first.commit().await.unwrap();
     let newer = second.await.unwrap();
     assert_eq!((newer.orders_changed, newer.upserted), (2, true));
