@@ -18,10 +18,12 @@ use std::time::{Duration, Instant};
 
 use esm_local::runtime_api::{Outcome, RuntimeApi};
 use msk_order_enricher::config::Config;
-use msk_order_enricher::event::{self, KafkaEvent};
-use msk_order_enricher::plan::{self, PoisonPolicy};
-use msk_order_enricher::response::BatchResponse;
-use msk_order_enricher::{cache::LocationCache, enrich, store};
+use msk_order_enricher::config::PoisonPolicy;
+use msk_order_enricher::decode::event::{self, KafkaEvent};
+use msk_order_enricher::enrich::{self, cache::LocationCache};
+use msk_order_enricher::plan;
+use msk_order_enricher::postgres::statements;
+use msk_order_enricher::report::response::BatchResponse;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection as _, PgPool, Row};
 use tokio::process::Child;
@@ -185,9 +187,9 @@ async fn reset_statements(observer: &PgPool) {
 async fn unnest_write(
     conn: &mut sqlx::PgConnection,
     plan: &plan::Plan,
-    locations: &msk_order_enricher::location::Locations,
+    locations: &msk_order_enricher::enrich::location::Locations,
 ) -> u64 {
-    let statement = store::order_upsert(
+    let statement = statements::order_upsert(
         "enriched_orders",
         "SELECT * FROM UNNEST($1::text[], $2::date[], $3::text[], $4::text[], $5::text[], $6::int4[],
             $7::numeric[], $8::numeric[], $9::bool[], $10::text[], $11::numeric[], $12::numeric[],
@@ -279,7 +281,7 @@ async fn unnest_write(
 fn producer_floor(
     producer: &rdkafka::producer::BaseProducer,
     topic: &str,
-    records: &[msk_order_enricher::output::PartitionOutput],
+    records: &[msk_order_enricher::kafka::records::PartitionOutput],
 ) -> Duration {
     use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{BaseRecord, Producer as _};
@@ -394,9 +396,9 @@ async fn main() {
         .execute(&floor_pool)
         .await
         .expect("floor table");
-    let server_floor_statement = store::order_upsert(
+    let server_floor_statement = statements::order_upsert(
         "floor_target",
-        &format!("SELECT {} FROM floor_stage", store::ORDER_COLUMNS),
+        &format!("SELECT {} FROM floor_stage", statements::ORDER_COLUMNS),
     );
     let mut floor_times = Vec::new();
     let mut unnest_floor_times = Vec::new();
@@ -413,7 +415,7 @@ async fn main() {
                 .expect("lookup");
         let started = Instant::now();
         let mut tx = floor_conn.begin().await.expect("begin");
-        store::write(&mut tx, &floor_plan, &locations)
+        statements::write(&mut tx, &floor_plan, &locations)
             .await
             .expect("floor write");
         tx.commit().await.expect("commit");
@@ -499,7 +501,7 @@ async fn main() {
             ("OUTPUT_TOPIC", "bench-enriched"),
             ("KAFKA_SECURITY_PROTOCOL", "plaintext"),
             // The producer's debug line says how long handing the records over took.
-            ("RUST_LOG", "info,msk_order_enricher::producer=debug"),
+            ("RUST_LOG", "info,msk_order_enricher::kafka::producer=debug"),
         ],
     )
     .await;
@@ -521,7 +523,7 @@ async fn main() {
         let plan = plan::plan(event::decode(batch(number)), PoisonPolicy::DeadLetter);
         let locations = enrich::cached(&cache, &plan.distinct_customers())
             .expect("every customer cached by the floor runs");
-        msk_order_enricher::output::build(&plan, &locations, &[], false)
+        msk_order_enricher::kafka::records::build(&plan, &locations, &[], false)
     };
     producer_floor(&bare, "bench-enriched", &floor_records(390));
     let mut producer_floor_times = Vec::new();

@@ -8,11 +8,12 @@
 //! `distinct_customers` lists its customers once each.
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
-use msk_order_enricher::event::{self, KafkaEvent};
+use msk_order_enricher::config::PoisonPolicy;
+use msk_order_enricher::decode::event::{self, KafkaEvent};
+use msk_order_enricher::enrich::location::{Location, Locations};
 use msk_order_enricher::handler;
-use msk_order_enricher::location::{Location, Locations};
-use msk_order_enricher::output;
-use msk_order_enricher::plan::{self, PoisonPolicy};
+use msk_order_enricher::kafka::records;
+use msk_order_enricher::plan;
 use xtask::events::{build_event, synthetic_orders};
 
 fn event_text(records: usize) -> String {
@@ -71,7 +72,7 @@ fn output_records(c: &mut Criterion) {
     let mut group = c.benchmark_group("output_records");
     group.throughput(Throughput::Elements(plan.orders.len() as u64));
     group.bench_function("10000", |b| {
-        b.iter(|| output::build(&plan, &locations, &refused, false))
+        b.iter(|| records::build(&plan, &locations, &refused, false))
     });
     group.finish();
 }

@@ -1,20 +1,24 @@
 //! One invocation: event in, decode, plan, enrich and write, response out.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use bytes::Bytes;
 use lambda_runtime::{Context, Diagnostic};
 
-use crate::event::KafkaEvent;
-use crate::location::Locations;
-use crate::metrics;
-use crate::output;
-use crate::plan::{self, WriteOutcome};
-use crate::response::BatchResponse;
+use crate::decode::event::{KafkaEvent, PartitionKey};
+use crate::enrich::location::Locations;
+use crate::kafka::producer::{OutputProducer, ProduceReport};
+use crate::kafka::records::{self, OrderRecords, PartitionOutput};
+use crate::lambda::deadline::{self, epoch_ms, millis};
+use crate::plan::stream::PlanStream;
+use crate::plan::{Plan, PlannedOrder, WriteOutcome};
+use crate::postgres::write::{self, IoStats, WriteTap, Written};
+use crate::postgres::WriteFailure;
+use crate::report::metrics;
+use crate::report::response::{self, BatchResponse};
+use crate::report::summary::{log_summary, ProduceSummary, Summary};
 use crate::startup::App;
-use crate::summary::{log_summary, millis, ProduceSummary, Summary, WriteFailure};
-use crate::writer;
 
 /// Why an invocation fails as a whole (Lambda then retries the whole batch). Its variant is
 /// the `errorType` of Lambda's error report.
@@ -48,7 +52,7 @@ impl From<HandlerError> for Diagnostic {
 
 /// The Lambda handler.
 ///
-/// The event arrives as the bytes Lambda sent (`body`, see [`crate::raw_body`]) and is parsed
+/// The event arrives as the bytes Lambda sent (`body`, see [`crate::lambda::raw_body`]) and is parsed
 /// once, here, into a [`KafkaEvent`] that borrows its strings from them. An event that is not
 /// a Kafka event fails the invocation, so Lambda retries the batch rather than this function
 /// dropping it.
@@ -62,7 +66,7 @@ pub async fn handle(
         now_ms = epoch_ms(),
         "invocation received"
     );
-    let deadline = deadline_from_epoch_ms(context.deadline, app.deadline_margin);
+    let deadline = deadline::from_epoch_ms(context.deadline, app.deadline_margin);
     let body = body.ok_or_else(|| HandlerError::BodyMissing(context.request_id.clone()))?;
     let payload = parse_event(&body).map_err(HandlerError::NotAKafkaEvent)?;
     let (response, summary) = process(app, payload, deadline).await;
@@ -89,18 +93,81 @@ pub fn parse_event(body: &[u8]) -> Result<KafkaEvent<'_>, serde_json::Error> {
     }
 }
 
+/// Processes one event. Never fails: what could not be written or delivered is in the response
+/// (a lost `COMMIT` answer shows as [`WriteFailure::CommitOutcomeUnknown`] in the summary).
+///
+/// Decode and plan, enrich and write, produce, respond. Decoding and planning
+/// ([`PlanStream`]) are consumed by the database write a partition at a time: in a warm
+/// execution environment the write starts on the first partitions while the later ones are
+/// still being decoded. The plan is pure all the same: it is the one `plan::plan` makes.
+///
+/// With both sinks the database commits first and the records are produced after it: a
+/// partition whose delivery failed is redelivered, the database write of the redelivery
+/// changes nothing (it is idempotent) and the records are produced again.
+pub async fn process(
+    app: &App,
+    event: KafkaEvent<'_>,
+    deadline: Option<Instant>,
+) -> (BatchResponse, Summary) {
+    let started = Instant::now();
+    let mut stream = PlanStream::new(event, app.poison_policy);
+    let mut ahead = OutputAhead {
+        app,
+        built: None,
+        streamed: None,
+    };
+    // Boxed: the database work is a deep future (retries, spans, the transaction), and
+    // nesting it inline in the runtime's future overflows rustc's layout query depth.
+    let written = Box::pin(write::write_batch(
+        &app.database,
+        &app.cache,
+        &mut stream,
+        deadline,
+        &mut ahead,
+    ))
+    .await;
+    let decode_ms = millis(stream.decode_time());
+    let Written { plan, io, result } = written;
+    let (locations, failure) = match result {
+        Ok(locations) => (locations, None),
+        Err(failure) => (Locations::new(), Some(failure)),
+    };
+    let produced = match (&app.producer, &failure) {
+        (Some(producer), None) => {
+            let dead_letters_to_kafka = !app.database.is_sink;
+            let records =
+                output_records(&plan, &io, &locations, ahead, dead_letters_to_kafka).await;
+            Some(produce(producer, records, deadline).await)
+        }
+        _ => None,
+    };
+    let outcome = if failure.is_some() {
+        WriteOutcome::NotWritten
+    } else {
+        WriteOutcome::Committed
+    };
+    let undelivered = produced
+        .as_ref()
+        .map_or(&[][..], |(report, _)| &report.undelivered[..]);
+    let response = response::for_batch(&plan, outcome, undelivered);
+    let summary = summarize(
+        app, &plan, io, failure, &response, produced, decode_ms, started,
+    );
+    (response, summary)
+}
+
 /// The output records prepared while the database works (with the output topic as a sink).
 struct OutputAhead<'a> {
     app: &'a App,
     /// Built on another thread from the complete plan.
-    built: Option<tokio::task::JoinHandle<(Locations, Vec<output::PartitionOutput>)>>,
+    built: Option<tokio::task::JoinHandle<(Locations, Vec<PartitionOutput>)>>,
     /// Built a partition at a time, on this thread, as the write streamed the partitions: the
     /// server stores the rows meanwhile, and a second thread would compete with the decoding.
-    streamed: Option<output::OrderRecords>,
+    streamed: Option<OrderRecords>,
 }
 
-impl writer::WriteObserver for OutputAhead<'_> {
-    fn planned(&mut self, plan: &Arc<plan::Plan>) {
+impl WriteTap for OutputAhead<'_> {
+    fn planned(&mut self, plan: &Arc<Plan>) {
         plan.log_records_set_aside();
         // A write that stopped streaming before the last partition built only some records.
         if !self
@@ -113,15 +180,10 @@ impl writer::WriteObserver for OutputAhead<'_> {
         }
     }
 
-    fn streamed(
-        &mut self,
-        key: &crate::event::PartitionKey,
-        orders: &[plan::PlannedOrder],
-        locations: &Locations,
-    ) {
+    fn streamed(&mut self, key: &PartitionKey, orders: &[PlannedOrder], locations: &Locations) {
         if self.app.producer.is_some() {
             self.streamed
-                .get_or_insert_with(output::OrderRecords::default)
+                .get_or_insert_with(OrderRecords::default)
                 .add(key, orders, locations);
         }
     }
@@ -133,145 +195,95 @@ impl writer::WriteObserver for OutputAhead<'_> {
 /// check after the write.
 fn build_output_ahead(
     app: &App,
-    plan: &Arc<plan::Plan>,
-) -> Option<tokio::task::JoinHandle<(Locations, Vec<output::PartitionOutput>)>> {
+    plan: &Arc<Plan>,
+) -> Option<tokio::task::JoinHandle<(Locations, Vec<PartitionOutput>)>> {
     app.producer.as_ref()?;
     if plan.orders.is_empty() {
         return None;
     }
     let locations = crate::enrich::cached(&app.cache, &plan.distinct_customers())?;
     let plan = Arc::clone(plan);
-    let dead_letters_to_kafka = !app.writes_to_postgres;
+    let dead_letters_to_kafka = !app.database.is_sink;
     Some(tokio::task::spawn_blocking(move || {
         // No order refused: that is known only after the write, and checked then.
-        let records = output::build(&plan, &locations, &[], dead_letters_to_kafka);
+        let records = records::build(&plan, &locations, &[], dead_letters_to_kafka);
         (locations, records)
     }))
+}
+
+/// The committed batch's records for the output topic: those built while the database worked
+/// when they still hold, else built now; and whether they were built ahead.
+async fn output_records(
+    plan: &Plan,
+    io: &IoStats,
+    locations: &Locations,
+    ahead: OutputAhead<'_>,
+    dead_letters_to_kafka: bool,
+) -> (Vec<PartitionOutput>, bool) {
+    // The records built while the database worked hold, unless the write used other
+    // locations (a cache entry expired in between) or the database refused orders.
+    let built_ahead = match (ahead.streamed, ahead.built) {
+        (Some(streamed), _) if io.refused.is_empty() => streamed.finish(locations),
+        (_, Some(built)) if io.refused.is_empty() => match built.await {
+            Ok((used, records)) if used == *locations => Some(records),
+            _ => None,
+        },
+        _ => None,
+    };
+    if let Some(records) = built_ahead {
+        return (records, true);
+    }
+    let mut refused = vec![false; plan.orders.len()];
+    for &index in &io.refused {
+        if let Some(flag) = refused.get_mut(index) {
+            *flag = true;
+        }
+    }
+    let records = records::build(plan, locations, &refused, dead_letters_to_kafka);
+    (records, false)
+}
+
+/// Produces the records to the output topic and waits for their delivery reports, never past
+/// `deadline`.
+async fn produce(
+    producer: &OutputProducer,
+    (records, records_built_ahead): (Vec<PartitionOutput>, bool),
+    deadline: Option<Instant>,
+) -> (ProduceReport, bool) {
+    let report = Box::pin(producer.produce(&records, deadline)).await;
+    free_off_the_response_path(records);
+    for failed in &report.undelivered {
+        tracing::warn!(
+            partition = failed.partition.as_str(),
+            offset = failed.offset,
+            reason = failed.reason.as_str(),
+            "record not delivered to the output topic; its partition is redelivered from it"
+        );
+    }
+    (report, records_built_ahead)
 }
 
 /// Frees the batch's output records (about 70,000 allocations for 10,000 orders) on a blocking
 /// thread: librdkafka holds its own copies once they are enqueued, and freeing them here would
 /// delay the response by about a millisecond (measured in `end_to_end`) for nothing.
-fn free_off_the_response_path(records: Vec<output::PartitionOutput>) {
+fn free_off_the_response_path(records: Vec<PartitionOutput>) {
     drop(tokio::task::spawn_blocking(move || drop(records)));
 }
 
-/// Converts Lambda's deadline (epoch milliseconds) into the instant by which the write must
-/// have finished, `margin` earlier. `None` when the runtime gave no deadline.
-pub fn deadline_from_epoch_ms(deadline_ms: u64, margin: Duration) -> Option<Instant> {
-    deadline_at(
-        deadline_ms,
-        margin,
-        u64::try_from(epoch_ms()).unwrap_or(0),
-        Instant::now(),
-    )
-}
-
-/// Below this a "deadline" cannot be an epoch time (it is September 2001): `cargo lambda watch`
-/// sends the remaining milliseconds instead (600000), and taking that as a date in 1970 would
-/// report every batch as out of time.
-const EARLIEST_EPOCH_DEADLINE_MS: u64 = 1_000_000_000_000;
-
-fn deadline_at(deadline_ms: u64, margin: Duration, now_ms: u64, now: Instant) -> Option<Instant> {
-    if deadline_ms == 0 {
-        return None;
-    }
-    let remaining_ms = if deadline_ms < EARLIEST_EPOCH_DEADLINE_MS {
-        deadline_ms
-    } else {
-        deadline_ms.saturating_sub(now_ms)
-    };
-    Some(now + Duration::from_millis(remaining_ms).saturating_sub(margin))
-}
-
-fn epoch_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or_default()
-}
-
-/// Processes one event. Never fails: what could not be written or delivered is in the response
-/// (a lost `COMMIT` answer shows as [`WriteFailure::CommitOutcomeUnknown`] in the summary).
-///
-/// Decoding, planning and the database write are one step ([`writer::decode_and_write`]): in
-/// a warm execution environment the write starts on the first partitions while the later ones
-/// are still being decoded. The plan is pure all the same: it is the one `plan::plan` makes.
-///
-/// With both sinks the database commits first and the records are produced after it: a
-/// partition whose delivery failed is redelivered, the database write of the redelivery
-/// changes nothing (it is idempotent) and the records are produced again.
-pub async fn process(
+/// What the invocation did, for the log line and the metrics.
+#[allow(clippy::too_many_arguments)]
+fn summarize(
     app: &App,
-    event: KafkaEvent<'_>,
-    deadline: Option<Instant>,
-) -> (BatchResponse, Summary) {
-    let started = Instant::now();
-    let mut ahead = OutputAhead {
-        app,
-        built: None,
-        streamed: None,
-    };
-    // Boxed: the database work is a deep future (retries, spans, the transaction), and
-    // nesting it inline in the runtime's future overflows rustc's layout query depth.
-    let written = Box::pin(writer::decode_and_write(app, event, deadline, &mut ahead)).await;
-    let writer::Written {
-        plan,
-        decode_ms,
-        io,
-        result,
-    } = written;
-    let (locations, failure) = match result {
-        Ok(locations) => (locations, None),
-        Err(failure) => (Locations::new(), Some(failure)),
-    };
-    let outcome = if failure.is_some() {
-        WriteOutcome::NotWritten
-    } else {
-        WriteOutcome::Committed
-    };
-    let produced = match (&app.producer, &failure) {
-        (Some(producer), None) => {
-            // The records built while the database worked hold, unless the write used other
-            // locations (a cache entry expired in between) or the database refused orders.
-            let ahead = match (ahead.streamed, ahead.built) {
-                (Some(streamed), _) if io.refused.is_empty() => streamed.finish(&locations),
-                (_, Some(built)) if io.refused.is_empty() => match built.await {
-                    Ok((used, records)) if used == locations => Some(records),
-                    _ => None,
-                },
-                _ => None,
-            };
-            let records_built_ahead = ahead.is_some();
-            let records = ahead.unwrap_or_else(|| {
-                let mut refused = vec![false; plan.orders.len()];
-                for &index in &io.refused {
-                    if let Some(flag) = refused.get_mut(index) {
-                        *flag = true;
-                    }
-                }
-                output::build(&plan, &locations, &refused, !app.writes_to_postgres)
-            });
-            let report = Box::pin(producer.produce(&records, deadline)).await;
-            free_off_the_response_path(records);
-            for failed in &report.undelivered {
-                tracing::warn!(
-                    partition = failed.partition.as_str(),
-                    offset = failed.offset,
-                    reason = failed.reason.as_str(),
-                    "record not delivered to the output topic; its partition is redelivered from it"
-                );
-            }
-            Some((report, records_built_ahead))
-        }
-        _ => None,
-    };
-    let undelivered = produced
-        .as_ref()
-        .map_or(&[][..], |(report, _)| &report.undelivered[..]);
-    let response = output::response(&plan, outcome, undelivered);
-    let committed = failure.is_none() && app.writes_to_postgres;
-    let summary = Summary {
+    plan: &Plan,
+    io: IoStats,
+    failure: Option<WriteFailure>,
+    response: &BatchResponse,
+    produced: Option<(ProduceReport, bool)>,
+    decode_ms: u64,
+    started: Instant,
+) -> Summary {
+    let committed = failure.is_none() && app.database.is_sink;
+    Summary {
         counts: plan.counts.clone(),
         lookup: io.lookup,
         write: io.write,
@@ -287,7 +299,7 @@ pub async fn process(
             0
         },
         reported: response.batch_item_failures.len(),
-        redelivered_records: plan.redelivered_by(&response),
+        redelivered_records: plan.redelivered_from(&response.reported()),
         produce: produced.map(|(report, records_built_ahead)| ProduceSummary {
             delivered: report.delivered,
             undelivered_partitions: report.undelivered.len(),
@@ -302,8 +314,7 @@ pub async fn process(
         lookup_ms: io.lookup_ms,
         write_ms: io.write_ms,
         total_ms: millis(started.elapsed()),
-    };
-    (response, summary)
+    }
 }
 
 #[cfg(test)]
@@ -320,32 +331,5 @@ mod tests {
         );
         let event = parse_event(br#"{"records":{"orders-0":[]}}"#).unwrap();
         assert_eq!(event.records.len(), 1);
-    }
-
-    const NOW_MS: u64 = 1_795_314_843_596;
-
-    fn budget(deadline_ms: u64, margin_ms: u64) -> Option<Duration> {
-        let now = Instant::now();
-        deadline_at(deadline_ms, Duration::from_millis(margin_ms), NOW_MS, now).map(|d| d - now)
-    }
-
-    #[test]
-    fn the_write_must_finish_a_margin_before_the_deadline() {
-        assert_eq!(
-            budget(NOW_MS + 5_000, 1_000),
-            Some(Duration::from_millis(4_000))
-        );
-        assert_eq!(
-            budget(NOW_MS + 500, 1_000),
-            Some(Duration::ZERO),
-            "inside the margin: no time left"
-        );
-        assert_eq!(budget(NOW_MS - 10, 0), Some(Duration::ZERO), "already past");
-        assert_eq!(budget(0, 1_000), None, "no deadline given");
-    }
-
-    #[test]
-    fn a_relative_deadline_from_cargo_lambda_is_taken_as_remaining_time() {
-        assert_eq!(budget(600_000, 1_000), Some(Duration::from_millis(599_000)));
     }
 }

@@ -3,47 +3,33 @@
 //! that retries never duplicate or reorder anything, and answers with a Kafka partial batch
 //! response naming exactly the records to redeliver.
 //!
-//! Start-up (once per execution environment): [`config`] (the environment) → [`credentials`]
-//! (a Secrets Manager secret, or `DATABASE_URL`) → [`startup`] (pool, cache); [`telemetry`]
-//! sets up logging, [`memory`] the allocator, and [`init_error`] reports a failed start to
-//! Lambda.
+//! The modules are the pipeline's stages, in its order; a stage uses only the stages before
+//! it (`scripts/tools/module_cycles.py` checks this):
 //!
-//! One invocation, one module a step, strung together by [`handler`]:
-//! 1. [`event`]: decode the Kafka event; [`order`] parses each value into an order.
-//! 2. [`plan`] (pure): what to write, what to dead-letter, what to report.
-//! 3. [`writer`]: one connection, one transaction bounded by the deadline, transient failures
-//!    ([`db_error`]) waited out inside the invocation; in it, [`enrich`] (customer locations,
-//!    [`location`], through [`cache`], one query for the misses) and [`store`] (the orders
-//!    streamed in by one binary `COPY`, [`pg_copy`], then one upsert; the dead letters in one
-//!    statement).
-//! 4. With the Kafka sink: [`output`] (pure) builds the output topic's records and [`producer`]
-//!    produces them after the commit ([`msk_iam`] signs its tokens, [`delivery`] collects each
-//!    record's delivery report).
-//! 5. [`response`]: the partial batch response; [`summary`] (the log line) and [`metrics`] (EMF).
+//! | stage | what it does |
+//! |---|---|
+//! | [`lambda`] | runtime glue: the raw body, the init error report, logging, the allocator, the deadline |
+//! | [`config`] | the environment's settings and the secrets they name, read once at start |
+//! | [`decode`] | the Kafka event and each record's order (pure) |
+//! | [`plan`] | what to write, dead-letter and report, a partition at a time (pure) |
+//! | [`enrich`] | customer locations: cache first, one query for the misses |
+//! | [`postgres`] | the write: one transaction bounded by the deadline, transient failures waited out |
+//! | [`kafka`] | the output topic: records (pure), the producer, delivery reports, MSK IAM |
+//! | [`report`] | the partial batch response, the summary log line, the metrics |
+//!
+//! [`startup`] builds what an execution environment shares (pool, cache, producer) and
+//! [`handler`] strings the stages together for one invocation.
 
-pub mod cache;
 pub mod config;
-pub mod credentials;
-pub mod db_error;
-pub mod delivery;
+pub mod decode;
 pub mod enrich;
-pub mod event;
 pub mod handler;
-pub mod init_error;
-pub mod location;
+pub mod kafka;
+pub mod lambda;
 mod locks;
-pub mod memory;
-pub mod metrics;
-pub mod msk_iam;
-pub mod order;
-pub mod output;
-pub mod pg_copy;
 pub mod plan;
-pub mod producer;
-pub mod raw_body;
-pub mod response;
+pub mod postgres;
+pub mod report;
 pub mod startup;
-pub mod store;
-pub mod summary;
-pub mod telemetry;
-pub mod writer;
+#[cfg(test)]
+mod testing;

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use lambda_runtime::{layers::TracingLayer, service_fn, LambdaEvent, Runtime};
 use msk_order_enricher::config::Config;
 use msk_order_enricher::handler;
-use msk_order_enricher::raw_body::{RawBodies, RawBodyLayer};
+use msk_order_enricher::lambda::raw_body::{RawBodies, RawBodyLayer};
+use msk_order_enricher::lambda::{init_error, memory, telemetry};
 use msk_order_enricher::startup::App;
-use msk_order_enricher::{init_error, memory, telemetry};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {

@@ -2,7 +2,7 @@
 //! the whole event as `payload`), read from files, directories (as `aws s3 cp --recursive`
 //! leaves them), JSON lines (as `esm-local run --on-failure-file` writes them) or, with the
 //! `s3` feature, an `s3://bucket/prefix`. Each payload becomes a
-//! [`PayloadSource`](crate::payload::PayloadSource) that the runner delivers to the function
+//! [`PayloadSource`] that the runner delivers to the function
 //! with the mapping's rules, so a partial batch response is redelivered from the reported
 //! offset exactly as the mapping would have.
 

@@ -1,7 +1,9 @@
 //! Decoding and planning on recorded MSK payloads (no database).
 
-use msk_order_enricher::event::{self, Payload};
-use msk_order_enricher::plan::{self, PoisonPolicy, WriteOutcome};
+use msk_order_enricher::config::PoisonPolicy;
+use msk_order_enricher::decode::event::{self, Payload};
+use msk_order_enricher::plan::{self, WriteOutcome};
+use msk_order_enricher::report::response;
 use xtask::events::{build_event, synthetic_orders};
 
 use crate::support::{event, reported};
@@ -101,13 +103,17 @@ fn poison_fixture_plans_under_both_policies() {
         ]
     );
     assert_eq!(
-        reported(&dead_letter.response(WriteOutcome::Committed)),
+        reported(&response::for_batch(
+            &dead_letter,
+            WriteOutcome::Committed,
+            &[]
+        )),
         vec![]
     );
 
     let report = plan::plan(event::decode(event("poison.json")), PoisonPolicy::Report);
     assert_eq!(
-        reported(&report.response(WriteOutcome::Committed)),
+        reported(&response::for_batch(&report, WriteOutcome::Committed, &[])),
         vec![("orders-0".to_owned(), 41), ("orders-1".to_owned(), 11)]
     );
     let orders: Vec<&str> = report.orders.iter().map(|o| o.order.order_no()).collect();
@@ -115,7 +121,7 @@ fn poison_fixture_plans_under_both_policies() {
 }
 
 /// A batch at the event source mapping's limits: 10,000 records, just under the 6 MB payload cap.
-pub fn large_event() -> msk_order_enricher::event::KafkaEvent<'static> {
+pub fn large_event() -> msk_order_enricher::decode::event::KafkaEvent<'static> {
     crate::support::parse_event(&build_event(
         "orders",
         4,
@@ -134,7 +140,8 @@ fn ten_thousand_record_batch_near_the_6_mb_limit() {
         "payload is {size} bytes"
     );
     let text = serde_json::to_string(&event).unwrap();
-    let reparsed: msk_order_enricher::event::KafkaEvent<'_> = serde_json::from_str(&text).unwrap();
+    let reparsed: msk_order_enricher::decode::event::KafkaEvent<'_> =
+        serde_json::from_str(&text).unwrap();
     let plan = plan::plan(event::decode(reparsed), PoisonPolicy::DeadLetter);
     assert_eq!(plan.counts.received, 10_000);
     assert_eq!(plan.orders.len(), 10_000);

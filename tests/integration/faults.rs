@@ -22,7 +22,7 @@ fn batch(
     orders: &[(String, u32)],
     first_offset: i64,
     timestamp_ms: i64,
-) -> msk_order_enricher::event::KafkaEvent<'static> {
+) -> msk_order_enricher::decode::event::KafkaEvent<'static> {
     let specs = orders
         .iter()
         .map(|(no, units)| RecordSpec::from_order_line(&order_line(no, "Jones", *units)));
@@ -94,7 +94,7 @@ async fn a_row_lock_held_past_the_deadline_is_reported_in_time_and_never_commits
     assert_eq!(reported(&response), vec![("orders-0".into(), 100)]);
     assert_eq!(
         summary.failure,
-        Some(msk_order_enricher::summary::WriteFailure::Deadline)
+        Some(msk_order_enricher::postgres::WriteFailure::Deadline)
     );
 
     // The lock outlives the deadline; once it goes, nothing of the reported batch commits.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use esm_local::kafka::{self, Connection, KafkaSource, StartingPosition};
 use esm_local::runtime_api::{Outcome, RuntimeApi};
-use msk_order_enricher::response::BatchResponse;
+use msk_order_enricher::report::response::BatchResponse;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};

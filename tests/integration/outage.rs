@@ -27,8 +27,8 @@ async fn database_stopped_mid_run_reports_each_partition_and_loses_nothing() {
     assert!(
         matches!(
             summary.failure,
-            Some(msk_order_enricher::summary::WriteFailure::Database {
-                class: msk_order_enricher::db_error::ErrorClass::Transient,
+            Some(msk_order_enricher::postgres::WriteFailure::Database {
+                class: msk_order_enricher::postgres::errors::ErrorClass::Transient,
                 ..
             })
         ),
@@ -69,7 +69,7 @@ async fn deadline_already_reached_reports_every_partition_with_work() {
     );
     assert_eq!(
         summary.failure,
-        Some(msk_order_enricher::summary::WriteFailure::Deadline)
+        Some(msk_order_enricher::postgres::WriteFailure::Deadline)
     );
     assert_eq!(count(&db.pool, "enriched_orders").await, 0);
 }
@@ -99,7 +99,7 @@ async fn deadline_reached_during_a_blocked_write_reports_and_writes_nothing() {
     );
     assert_eq!(
         summary.failure,
-        Some(msk_order_enricher::summary::WriteFailure::Deadline)
+        Some(msk_order_enricher::postgres::WriteFailure::Deadline)
     );
     assert_eq!(reported(&response), sample_orders_reported_whole());
     blocker.rollback().await.unwrap();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use esm_local::batch::SourceRecord;
 use esm_local::kafka::{self, Connection, KafkaSource, StartingPosition};
-use msk_order_enricher::event::KafkaEvent;
+use msk_order_enricher::decode::event::KafkaEvent;
 
 use crate::broker::{self, Dedicated, Proxy};
 use crate::support::*;
@@ -480,7 +480,7 @@ async fn a_write_stopped_at_its_deadline_produces_nothing_then_or_later_and_its_
         process_by(&app, batch(), Instant::now() + Duration::from_millis(1500)).await;
     assert_eq!(
         summary.failure,
-        Some(msk_order_enricher::summary::WriteFailure::Deadline)
+        Some(msk_order_enricher::postgres::WriteFailure::Deadline)
     );
     assert_eq!(
         reported(&response),

@@ -1,7 +1,7 @@
 //! Retries never duplicate or reorder: replays of batches and partition suffixes change
 //! nothing, and an older record never overwrites a newer one.
 
-use msk_order_enricher::event::KafkaEvent;
+use msk_order_enricher::decode::event::KafkaEvent;
 use xtask::events::{build_event, RecordSpec};
 
 use crate::support::*;

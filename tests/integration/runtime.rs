@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use esm_local::runtime_api::{Outcome, RuntimeApi};
-use msk_order_enricher::response::BatchResponse;
+use msk_order_enricher::report::response::BatchResponse;
 use tokio::io::AsyncReadExt;
 
 use crate::support::*;

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use esm_local::runtime_api::RuntimeApi;
-use msk_order_enricher::response::BatchResponse;
+use msk_order_enricher::report::response::BatchResponse;
 use sqlx::PgPool;
 
 use crate::pg::{PgOptions, PgServer};

@@ -6,12 +6,13 @@
 
 use std::collections::HashMap;
 
-use msk_order_enricher::db_error::ErrorClass;
-use msk_order_enricher::event;
-use msk_order_enricher::location::Locations;
-use msk_order_enricher::plan::{self, Plan, PoisonPolicy};
-use msk_order_enricher::store;
-use msk_order_enricher::summary::WriteFailure;
+use msk_order_enricher::config::PoisonPolicy;
+use msk_order_enricher::decode::event;
+use msk_order_enricher::enrich::location::Locations;
+use msk_order_enricher::plan::{self, Plan};
+use msk_order_enricher::postgres::errors::ErrorClass;
+use msk_order_enricher::postgres::statements;
+use msk_order_enricher::postgres::WriteFailure;
 use sqlx::{Connection as _, Row};
 use xtask::events::{build_event, RecordSpec};
 
@@ -64,7 +65,7 @@ async fn new_orders_are_copied_straight_in_and_a_batch_with_a_known_order_is_ups
     let locations: Locations = HashMap::new();
 
     let mut tx = conn.begin().await.unwrap();
-    let first = store::write(&mut tx, &orders_plan(&[(1, 10), (2, 20)], 0), &locations)
+    let first = statements::write(&mut tx, &orders_plan(&[(1, 10), (2, 20)], 0), &locations)
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -85,7 +86,7 @@ async fn new_orders_are_copied_straight_in_and_a_batch_with_a_known_order_is_ups
     // SO-2 exists (offset 1): the direct COPY fails on it and is undone; the upsert then
     // replaces SO-2 with the newer record and inserts SO-3.
     let mut tx = conn.begin().await.unwrap();
-    let second = store::write(&mut tx, &orders_plan(&[(2, 21), (3, 30)], 5), &locations)
+    let second = statements::write(&mut tx, &orders_plan(&[(2, 21), (3, 30)], 5), &locations)
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -98,7 +99,7 @@ async fn new_orders_are_copied_straight_in_and_a_batch_with_a_known_order_is_ups
 
     // The same batch again: every order exists with these offsets, nothing changes.
     let mut tx = conn.begin().await.unwrap();
-    let replay = store::write(&mut tx, &orders_plan(&[(2, 21), (3, 30)], 5), &locations)
+    let replay = statements::write(&mut tx, &orders_plan(&[(2, 21), (3, 30)], 5), &locations)
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -123,7 +124,7 @@ async fn concurrent_writers_of_the_same_new_orders_leave_the_newest_records() {
     // first commits, and upserts over them.
     let mut first_conn = db.pool.acquire().await.unwrap();
     let mut first = first_conn.begin().await.unwrap();
-    let older = store::write(&mut first, &orders_plan(&[(1, 1), (2, 2)], 0), &locations)
+    let older = statements::write(&mut first, &orders_plan(&[(1, 1), (2, 2)], 0), &locations)
         .await
         .unwrap();
     assert!(!older.upserted);
@@ -132,7 +133,7 @@ async fn concurrent_writers_of_the_same_new_orders_leave_the_newest_records() {
     let second = tokio::spawn(async move {
         let mut conn = pool.acquire().await.unwrap();
         let mut tx = conn.begin().await.unwrap();
-        let stats = store::write(
+        let stats = statements::write(
             &mut tx,
             &orders_plan(&[(1, 11), (2, 12)], 10),
             &HashMap::new(),
@@ -161,13 +162,13 @@ async fn a_second_write_in_the_same_transaction_stages_only_its_own_rows() {
     let mut conn = db.pool.acquire().await.unwrap();
     let locations: Locations = HashMap::new();
     let mut tx = conn.begin().await.unwrap();
-    let newer = store::write(&mut tx, &one_order_plan(7, 5), &locations)
+    let newer = statements::write(&mut tx, &one_order_plan(7, 5), &locations)
         .await
         .unwrap();
     assert_eq!(newer.orders_changed, 1);
     // The same order, an older record of the same partition: it changes nothing, and its
     // upsert reads its own row only, not the first write's again.
-    let older = store::write(&mut tx, &one_order_plan(3, 2), &locations)
+    let older = statements::write(&mut tx, &one_order_plan(3, 2), &locations)
         .await
         .unwrap();
     assert_eq!(older.orders_changed, 0);
@@ -198,7 +199,7 @@ async fn the_staging_table_is_empty_after_each_commit_and_reused_by_the_session(
     let locations: Locations = HashMap::new();
     for (units, offset) in [(1, 0), (2, 1), (3, 2)] {
         let mut tx = conn.begin().await.unwrap();
-        let stats = store::write(&mut tx, &one_order_plan(units, offset), &locations)
+        let stats = statements::write(&mut tx, &one_order_plan(units, offset), &locations)
             .await
             .unwrap();
         assert_eq!(stats.orders_changed, 1, "offset {offset} replaces the row");

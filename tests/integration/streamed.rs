@@ -309,7 +309,7 @@ async fn a_streamed_copy_stopped_by_a_row_lock_past_the_deadline_is_reported_and
     );
     assert_eq!(
         summary.failure,
-        Some(msk_order_enricher::summary::WriteFailure::Deadline)
+        Some(msk_order_enricher::postgres::WriteFailure::Deadline)
     );
     assert_eq!(
         reported(&response),
@@ -366,7 +366,10 @@ async fn a_backend_stopped_mid_copy_is_cut_at_the_deadline_and_the_next_batch_ge
     let ((response, summary), backend) = tokio::join!(write, stop_the_server_side);
     assert_eq!(
         (summary.failure, reported(&response).len()),
-        (Some(msk_order_enricher::summary::WriteFailure::Deadline), 2)
+        (
+            Some(msk_order_enricher::postgres::WriteFailure::Deadline),
+            2
+        )
     );
     // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(backend, libc::SIGCONT) }, 0);

@@ -8,11 +8,11 @@ use std::time::Instant;
 
 use esm_local::batch::{Batch, EventSource, Record, SourceRecord, TimestampType};
 use msk_order_enricher::config::Config;
-use msk_order_enricher::event::KafkaEvent;
+use msk_order_enricher::decode::event::KafkaEvent;
 use msk_order_enricher::handler;
-use msk_order_enricher::response::BatchResponse;
+use msk_order_enricher::report::response::BatchResponse;
+use msk_order_enricher::report::summary::Summary;
 use msk_order_enricher::startup::App;
-use msk_order_enricher::summary::Summary;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use xtask::db;

@@ -231,7 +231,7 @@ fn statements(value: &Value, found: &mut Vec<(String, Vec<String>)>) {
 /// idempotent producer needs, and an alarm on undelivered records.
 fn kafka_sink_problems(template: &Value, properties: &Value) -> Vec<String> {
     use msk_order_enricher::config::VARIABLES;
-    use msk_order_enricher::metrics::names::PRODUCE_FAILURES;
+    use msk_order_enricher::report::metrics::names::PRODUCE_FAILURES;
 
     let mut problems = Vec::new();
     let variables = get(properties, &["Environment", "Variables"])

@@ -1,7 +1,7 @@
 //! TLS to PostgreSQL: verify-full succeeds with the right CA and host name, and fails with a
 //! clear error otherwise.
 
-use msk_order_enricher::summary::WriteFailure;
+use msk_order_enricher::postgres::WriteFailure;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair,

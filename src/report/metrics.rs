@@ -10,7 +10,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::config::MetricsConfig;
-use crate::summary::Summary;
+use crate::report::summary::Summary;
 
 /// The metrics, their units and meaning; the README's table and the template's alarms and
 /// dashboard use these names.
@@ -159,8 +159,8 @@ mod tests {
     use super::*;
     use crate::enrich::LookupStats;
     use crate::plan::Counts;
-    use crate::store::WriteStats;
-    use crate::summary::WriteFailure;
+    use crate::postgres::statements::WriteStats;
+    use crate::postgres::WriteFailure;
 
     fn summary() -> Summary {
         Summary {
@@ -281,7 +281,7 @@ mod tests {
     #[test]
     fn the_kafka_sink_adds_its_delivery_metrics() {
         let mut summary = summary();
-        summary.produce = Some(crate::summary::ProduceSummary {
+        summary.produce = Some(crate::report::summary::ProduceSummary {
             delivered: 9,
             undelivered_partitions: 1,
             first_failure: Some("broker down".into()),

@@ -1,28 +1,10 @@
 //! What an invocation did: one value, logged as one line, turned into metrics, asserted on in
 //! tests.
 
-use crate::db_error::ErrorClass;
 use crate::enrich::LookupStats;
 use crate::plan::Counts;
-use crate::store::WriteStats;
-
-/// Why nothing was written in an invocation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WriteFailure {
-    /// The deadline (minus the margin) came first; the transaction was rolled back.
-    Deadline,
-    /// The database failed in a way waiting did not cure within the time left.
-    Database {
-        /// What kind of failure it was (what was tried about it).
-        class: ErrorClass,
-        /// The server's SQLSTATE, when it sent one.
-        sqlstate: Option<String>,
-        /// The error, with a hint where the cause is usually configuration.
-        message: String,
-    },
-    /// `COMMIT` was sent but its answer never came: the batch may or may not be written.
-    CommitOutcomeUnknown(String),
-}
+use crate::postgres::statements::WriteStats;
+use crate::postgres::WriteFailure;
 
 /// Everything an invocation did; logged as one line, turned into metrics, asserted on in tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,10 +143,4 @@ pub fn log_summary(request_id: &str, summary: &Summary) {
     } else {
         summary_event!(info, "batch processed");
     }
-}
-
-/// Whole milliseconds of `duration` for the log line and metrics (saturating: no invocation
-/// lasts 584 million years).
-pub fn millis(duration: std::time::Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

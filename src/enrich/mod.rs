@@ -1,14 +1,17 @@
 //! Customer locations for a batch: from the cache when fresh, otherwise from one query for
 //! all the batch's missing customers.
 
+pub mod cache;
+pub mod location;
+
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
 use sqlx::{PgConnection, Row};
 
-use crate::cache::LocationCache;
-use crate::location::{Location, Locations};
+use crate::enrich::cache::LocationCache;
+use crate::enrich::location::{Location, Locations};
 use crate::locks::lock;
 
 /// What the lookup did.

@@ -1,24 +1,15 @@
 //! Pure planning: from decoded partitions, what to write, what to dead-letter, and what to
 //! report for redelivery. No I/O here; the rules that keep retries safe live in this file.
 
+pub mod stream;
+
 use std::hash::BuildHasher as _;
 
 use hashbrown::HashTable;
 
-use crate::event::{DecodedPartition, PartitionKey, Payload, Poison, SourcePosition};
-use crate::order::Order;
-use crate::response::BatchResponse;
-
-/// What happens to a record that cannot be decoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PoisonPolicy {
-    /// Keep it in `dead_letters` (same transaction as the orders) and go on: the partition is
-    /// never blocked.
-    DeadLetter,
-    /// Report it for redelivery: its partition stops at it until the event source mapping's
-    /// retry limit sends the batch to the on-failure destination.
-    Report,
-}
+use crate::config::PoisonPolicy;
+use crate::decode::event::{DecodedPartition, PartitionKey, Payload, Poison, SourcePosition};
+use crate::decode::order::Order;
 
 /// An order to write: the newest record of its order number in one partition of the batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -382,45 +373,44 @@ impl Plan {
         !self.orders.is_empty() || !self.dead_letters.is_empty()
     }
 
-    /// The batch response. At most one identifier per partition, always an offset that is in
-    /// the event: after a failed write, the first pending record; otherwise the reported
-    /// poison record.
-    pub fn response(&self, outcome: WriteOutcome) -> BatchResponse {
-        BatchResponse::retry_from(
-            self.reported(outcome)
-                .map(|(progress, offset)| (progress.key.clone(), offset)),
-        )
-    }
-
-    /// How many records of the batch Lambda will deliver again after this response.
-    pub fn redelivered_records(&self, outcome: WriteOutcome) -> usize {
-        self.redelivered_by(&self.response(outcome))
-    }
-
-    /// How many records of the batch Lambda delivers again after `response`.
-    pub fn redelivered_by(&self, response: &BatchResponse) -> usize {
-        response
-            .batch_item_failures
+    /// The partitions to redeliver and the offset of each to redeliver from, in the order of
+    /// the event. At most one per partition, always an offset that is in the event: after a
+    /// failed write, the first pending record; otherwise the reported poison record.
+    pub fn reported(&self, outcome: WriteOutcome) -> Vec<(PartitionKey, i64)> {
+        self.partitions
             .iter()
-            .filter_map(|failure| {
-                let id = &failure.item_identifier;
-                let progress = self
-                    .partitions
-                    .iter()
-                    .find(|p| p.key.as_str() == id.partition)?;
-                Some(progress.offsets.iter().filter(|&&o| o >= id.offset).count())
+            .filter_map(|progress| {
+                let offset = match outcome {
+                    WriteOutcome::Committed => progress.halted_at,
+                    WriteOutcome::NotWritten => progress.first_pending.or(progress.halted_at),
+                }?;
+                Some((progress.key.clone(), offset))
+            })
+            .collect()
+    }
+
+    /// How many records of the batch Lambda will deliver again after this outcome.
+    pub fn redelivered_records(&self, outcome: WriteOutcome) -> usize {
+        self.redelivered_from(&self.reported(outcome))
+    }
+
+    /// How many records of the batch Lambda delivers again when `reported` partitions are
+    /// redelivered from their offsets.
+    pub fn redelivered_from(&self, reported: &[(PartitionKey, i64)]) -> usize {
+        reported
+            .iter()
+            .filter_map(|(key, offset)| {
+                let progress = self.partitions.iter().find(|p| p.key == *key)?;
+                Some(progress.offsets.iter().filter(|&&o| o >= *offset).count())
             })
             .sum()
     }
 
-    fn reported(&self, outcome: WriteOutcome) -> impl Iterator<Item = (&PartitionProgress, i64)> {
-        self.partitions.iter().filter_map(move |progress| {
-            let offset = match outcome {
-                WriteOutcome::Committed => progress.halted_at,
-                WriteOutcome::NotWritten => progress.first_pending.or(progress.halted_at),
-            }?;
-            Some((progress, offset))
-        })
+    /// Where `key` stands among the event's partitions.
+    pub fn position_of(&self, key: &PartitionKey) -> Option<usize> {
+        self.partitions
+            .iter()
+            .position(|progress| progress.key == *key)
     }
 }
 
@@ -429,7 +419,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::event::DecodedRecord;
+    use crate::decode::event::DecodedRecord;
 
     fn source(topic: &str, partition: i32, offset: i64, timestamp_ms: i64) -> SourcePosition {
         SourcePosition {
@@ -478,10 +468,9 @@ mod tests {
     }
 
     fn failures(plan: &Plan, outcome: WriteOutcome) -> Vec<(String, i64)> {
-        plan.response(outcome)
-            .batch_item_failures
+        plan.reported(outcome)
             .into_iter()
-            .map(|f| (f.item_identifier.partition, f.item_identifier.offset))
+            .map(|(key, offset)| (key.as_str().to_owned(), offset))
             .collect()
     }
 
@@ -906,9 +895,6 @@ mod tests {
     fn empty_event_plans_nothing_and_reports_nothing() {
         let plan = plan(vec![], PoisonPolicy::DeadLetter);
         assert!(!plan.has_writes());
-        assert_eq!(
-            plan.response(WriteOutcome::NotWritten),
-            BatchResponse::default()
-        );
+        assert_eq!(plan.reported(WriteOutcome::NotWritten), []);
     }
 }

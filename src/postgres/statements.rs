@@ -24,10 +24,10 @@ use serde_json::json;
 use sqlx::error::BoxDynError;
 use sqlx::{PgConnection, PgTransaction, Row};
 
-use crate::event::Header;
-use crate::location::{Location, Locations};
-use crate::pg_copy::CopyRows;
+use crate::decode::event::Header;
+use crate::enrich::location::{Location, Locations};
 use crate::plan::{DeadLetter, Plan, PlannedOrder};
+use crate::postgres::copy::CopyRows;
 
 /// What the write did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -189,7 +189,7 @@ pub async fn write(
     write_orders_and_dead_letters(tx, plan, locations, true).await
 }
 
-/// [`write`] without the direct `COPY` and its set-up: for a transaction that ran
+/// [`write()`] without the direct `COPY` and its set-up: for a transaction that ran
 /// [`PREPARE_WRITE`] and whose direct `COPY` of these orders met an existing order
 /// ([`OrdersCopy::new_orders`]) and was undone.
 pub async fn write_upserting(

@@ -16,7 +16,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
-use crate::order::Order;
+use crate::decode::order::Order;
 
 /// One invocation's payload, borrowing its strings from the event's text: the 6 MB of base64
 /// in a full batch are scanned once and never copied. Unknown fields (schema registry metadata,

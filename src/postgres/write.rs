@@ -1,7 +1,7 @@
 //! The invocation's database work: one connection, one transaction, limits derived from the
 //! deadline, and transient failures waited out inside the invocation. In a warm execution
-//! environment the first attempt also drives the decoding, so that the write starts on the
-//! first partitions while the later ones are decoded ([`decode_and_write`]).
+//! environment the first attempt consumes the [`PlanStream`] a partition at a time, so that
+//! the write starts on the first partitions while the later ones are decoded ([`write_batch`]).
 //!
 //! The promise this module keeps: when it returns an error, nothing of the batch is or will
 //! ever be committed. The transaction's `statement_timeout`, `lock_timeout` and
@@ -12,7 +12,7 @@
 //! retries the batch; the write is idempotent).
 
 use std::hash::{BuildHasher as _, Hasher as _};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::AssertSqlSafe;
@@ -20,14 +20,34 @@ use sqlx::AssertSqlSafe;
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection as _, PgTransaction, Postgres};
 
-use crate::db_error::{self, ErrorClass};
+use crate::decode::event::{PartitionKey, Poison};
+use crate::enrich::cache::LocationCache;
+use crate::enrich::location::Locations;
 use crate::enrich::{self, LookupStats};
-use crate::event::{KafkaEvent, PartitionKey, Partitions, Poison};
-use crate::location::Locations;
-use crate::plan::{DeadLetter, Plan, PlannedOrder, Planner};
-use crate::startup::App;
-use crate::store::{self, WriteStats};
-use crate::summary::{millis, WriteFailure};
+use crate::lambda::deadline::millis;
+use crate::plan::stream::PlanStream;
+use crate::plan::{DeadLetter, Plan, PlannedOrder};
+use crate::postgres::database::Database;
+use crate::postgres::errors::{self, ErrorClass};
+use crate::postgres::statements::{self, WriteStats};
+
+/// Why nothing was written in an invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteFailure {
+    /// The deadline (minus the margin) came first; the transaction was rolled back.
+    Deadline,
+    /// The database failed in a way waiting did not cure within the time left.
+    Database {
+        /// What kind of failure it was (what was tried about it).
+        class: ErrorClass,
+        /// The server's SQLSTATE, when it sent one.
+        sqlstate: Option<String>,
+        /// The error, with a hint where the cause is usually configuration.
+        message: String,
+    },
+    /// `COMMIT` was sent but its answer never came: the batch may or may not be written.
+    CommitOutcomeUnknown(String),
+}
 
 /// What the database work did, for the summary.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -54,8 +74,8 @@ pub struct IoStats {
 const COMMIT_RESERVE: Duration = Duration::from_millis(500);
 
 /// When the write must be done: the deadline, or the configured retry limit if earlier.
-fn budget_end(app: &App, started: Instant, deadline: Option<Instant>) -> Instant {
-    let limit = started + app.retry_limit;
+fn budget_end(db: &Database, started: Instant, deadline: Option<Instant>) -> Instant {
+    let limit = started + db.retry_limit;
     deadline.map_or(limit, |deadline| deadline.min(limit))
 }
 
@@ -65,7 +85,8 @@ fn budget_end(app: &App, started: Instant, deadline: Option<Instant>) -> Instant
 /// [`WriteFailure::CommitOutcomeUnknown`]. `first` is the outcome of a first attempt made
 /// already (by [`streamed_attempt`]).
 async fn write_retrying(
-    app: &App,
+    db: &Database,
+    cache: &Mutex<LocationCache>,
     plan: &Plan,
     budget_end: Instant,
     mut stats: IoStats,
@@ -82,7 +103,7 @@ async fn write_retrying(
         }
         let result = match first.take() {
             Some(result) => result,
-            None => attempt(app, plan, budget_end, set_aside_refused, &mut stats).await,
+            None => attempt(db, cache, plan, budget_end, set_aside_refused, &mut stats).await,
         };
         let error = match result {
             Ok(locations) => return (stats, Ok(locations)),
@@ -94,39 +115,39 @@ async fn write_retrying(
             }
             Err(Attempt::Failed(error)) => error,
         };
-        match db_error::classify(&error) {
+        match errors::classify(&error) {
             ErrorClass::Transient => {
-                let wait = db_error::backoff(stats.retries + 1, jitter());
+                let wait = errors::backoff(stats.retries + 1, jitter());
                 if Instant::now() + wait >= budget_end {
-                    let failure = database_failure(app, &error, stats.retries);
+                    let failure = database_failure(db, &error, stats.retries);
                     return (stats, Err(failure));
                 }
-                last_transient = Some(database_failure(app, &error, stats.retries + 1));
+                last_transient = Some(database_failure(db, &error, stats.retries + 1));
                 stats.retries += 1;
                 stats.waited_ms += millis(wait);
                 tracing::warn!(
                     attempt = stats.retries,
-                    sqlstate = db_error::sqlstate(&error).unwrap_or_default(),
+                    sqlstate = errors::sqlstate(&error).unwrap_or_default(),
                     wait_ms = millis(wait),
                     error = %error,
                     "transient database failure; retrying within the invocation"
                 );
                 tokio::time::sleep(wait).await;
             }
-            ErrorClass::Authentication if app.credentials.rotates() && !credentials_reread => {
+            ErrorClass::Authentication if db.credentials.rotates() && !credentials_reread => {
                 credentials_reread = true;
                 tracing::warn!(
                     "the database rejected the credentials from {}; reading the secret again",
-                    app.credentials.describe()
+                    db.credentials.describe()
                 );
-                match app.credentials.refresh().await {
+                match db.credentials.refresh().await {
                     // New connections use the new credentials; open ones stay valid
                     // (PostgreSQL checks a password only when a session starts).
-                    Ok(options) => app.set_connect_options(options),
+                    Ok(options) => db.set_connect_options(options),
                     Err(refresh) => {
                         let failure = WriteFailure::Database {
                             class: ErrorClass::Authentication,
-                            sqlstate: db_error::sqlstate(&error),
+                            sqlstate: errors::sqlstate(&error),
                             message: refresh.to_string(),
                         };
                         return (stats, Err(failure));
@@ -139,25 +160,23 @@ async fn write_retrying(
             ErrorClass::Data if !set_aside_refused => {
                 set_aside_refused = true;
                 tracing::warn!(
-                    sqlstate = db_error::sqlstate(&error).unwrap_or_default(),
+                    sqlstate = errors::sqlstate(&error).unwrap_or_default(),
                     error = %error,
                     "the database refused a value; finding the refused orders"
                 );
             }
             _ => {
-                let failure = database_failure(app, &error, stats.retries);
+                let failure = database_failure(db, &error, stats.retries);
                 return (stats, Err(failure));
             }
         }
     }
 }
 
-/// What [`decode_and_write`] did.
+/// What [`write_batch`] did.
 pub struct Written {
     /// The batch's plan.
     pub plan: Arc<Plan>,
-    /// Milliseconds spent decoding and planning (part of it overlapped the database's work).
-    pub decode_ms: u64,
     /// What the database work did.
     pub io: IoStats,
     /// The locations used, or why nothing was written: nothing of the plan was committed,
@@ -165,54 +184,52 @@ pub struct Written {
     pub result: Result<Locations, WriteFailure>,
 }
 
-/// Decodes and plans the event, then looks up the plan's customers and writes the plan in
-/// one transaction (only looks up when the database is not a sink), retrying transient
-/// failures until `deadline` (or the configured retry limit). When PostgreSQL is a sink, the
-/// first attempt streams the batch into the direct `COPY` a partition at a time: each
-/// partition's new orders are sent as soon as it is planned, so that the server stores them
+/// Writes the batch `stream` plans: looks up the plan's customers and writes the plan in one
+/// transaction (only looks up when the database is not a sink), retrying transient failures
+/// until `deadline` (or the configured retry limit). When PostgreSQL is a sink, the first
+/// attempt streams the batch into the direct `COPY` a partition at a time: each partition's
+/// new orders are sent as soon as the stream has planned it, so that the server stores them
 /// while the client decodes the next partition. That attempt gives way to the general write,
 /// in the same transaction, when an order exists already, an order number is in several
-/// partitions, or a customer is not in the cache. `observer` hears of each partition streamed,
-/// and of the plan as soon as it is complete.
-pub async fn decode_and_write(
-    app: &App,
-    event: KafkaEvent<'_>,
+/// partitions, or a customer is not in the cache. `tap` hears of each partition streamed, and
+/// of the plan as soon as it is complete.
+pub async fn write_batch(
+    db: &Database,
+    cache: &Mutex<LocationCache>,
+    stream: &mut PlanStream<'_>,
     deadline: Option<Instant>,
-    observer: &mut dyn WriteObserver,
+    tap: &mut dyn WriteTap,
 ) -> Written {
     let started = Instant::now();
-    let budget_end = budget_end(app, started, deadline);
-    let partitions = Partitions::new(event);
-    let mut decoding = Decoding {
-        planner: Planner::new(partitions.records_left(), app.poison_policy),
-        partitions,
-        time: Duration::ZERO,
-        complete: None,
-        observer,
-    };
+    let budget_end = budget_end(db, started, deadline);
     let mut stats = IoStats::default();
-    let first = if app.writes_to_postgres {
-        Box::pin(streamed_attempt(app, &mut decoding, budget_end, &mut stats)).await
+    let first = if db.is_sink {
+        let mut streaming = Streaming {
+            stream: &mut *stream,
+            tap: &mut *tap,
+        };
+        Box::pin(streamed_attempt(
+            db,
+            cache,
+            &mut streaming,
+            budget_end,
+            &mut stats,
+        ))
+        .await
     } else {
         None
     };
-    let plan = decoding.complete();
-    let decode_ms = millis(decoding.time);
+    let plan = complete(stream, tap);
     let (io, result) = if plan.has_writes() {
-        Box::pin(write_retrying(app, &plan, budget_end, stats, first)).await
+        Box::pin(write_retrying(db, cache, &plan, budget_end, stats, first)).await
     } else {
         (IoStats::default(), Ok(Locations::new()))
     };
-    Written {
-        plan,
-        decode_ms,
-        io,
-        result,
-    }
+    Written { plan, io, result }
 }
 
-/// What the caller of [`decode_and_write`] hears while the write is under way.
-pub trait WriteObserver {
+/// What the caller of [`write_batch`] hears while the write is under way.
+pub trait WriteTap {
     /// The plan is complete (once per invocation); the write may still be under way.
     fn planned(&mut self, plan: &Arc<Plan>);
     /// The orders of the input partition `key`, as the plan holds them, went into the streamed
@@ -221,40 +238,20 @@ pub trait WriteObserver {
     fn streamed(&mut self, key: &PartitionKey, orders: &[PlannedOrder], locations: &Locations);
 }
 
-/// The event being decoded and planned a partition at a time.
-struct Decoding<'a, 'o> {
-    partitions: Partitions<'a>,
-    planner: Planner,
-    /// Time spent decoding and planning.
-    time: Duration,
-    /// The plan, once every partition is in it.
-    complete: Option<Arc<Plan>>,
-    observer: &'o mut dyn WriteObserver,
+/// The complete plan of `stream`; `tap` hears of it the first time.
+fn complete(stream: &mut PlanStream<'_>, tap: &mut dyn WriteTap) -> Arc<Plan> {
+    let first = !stream.is_complete();
+    let plan = stream.complete();
+    if first {
+        tap.planned(&plan);
+    }
+    plan
 }
 
-impl Decoding<'_, '_> {
-    /// Decodes and plans the next partition; `false` when there is none left.
-    fn next(&mut self) -> bool {
-        let started = Instant::now();
-        let Some(partition) = self.partitions.next() else {
-            return false;
-        };
-        self.planner.add(partition);
-        self.time += started.elapsed();
-        true
-    }
-
-    /// The complete plan, decoding what is left first.
-    fn complete(&mut self) -> Arc<Plan> {
-        if let Some(plan) = &self.complete {
-            return Arc::clone(plan);
-        }
-        while self.next() {}
-        let plan = Arc::new(self.planner.take());
-        self.complete = Some(Arc::clone(&plan));
-        self.observer.planned(&plan);
-        plan
-    }
+/// The stream the streamed attempt consumes, and who hears of what it streamed.
+struct Streaming<'s, 'a, 't> {
+    stream: &'s mut PlanStream<'a>,
+    tap: &'t mut dyn WriteTap,
 }
 
 /// Why a streamed attempt gave way to the general write.
@@ -272,7 +269,7 @@ enum GaveWay {
 /// The first attempt of [`decode_and_write`]. `None` when it was not made: the batch has
 /// nothing for the database (no connection is taken then), or the first partition's customers
 /// are not all cached; otherwise the attempt's outcome, as [`write_retrying`] takes it.
-/// However it ends, the partitions it did not decode are left in `decoding`.
+/// However it ends, the partitions it did not decode are left in the stream.
 #[tracing::instrument(
     name = "database",
     level = "debug",
@@ -280,26 +277,27 @@ enum GaveWay {
     fields(attempt = 1, streamed = true)
 )]
 async fn streamed_attempt(
-    app: &App,
-    decoding: &mut Decoding<'_, '_>,
+    db: &Database,
+    cache: &Mutex<LocationCache>,
+    streaming: &mut Streaming<'_, '_, '_>,
     budget_end: Instant,
     stats: &mut IoStats,
 ) -> Option<Result<Locations, Attempt>> {
     // A batch with nothing to write (tombstones only, say) needs no connection.
-    while !decoding.planner.plan().has_writes() {
-        if !decoding.next() {
+    while !streaming.stream.plan().has_writes() {
+        if !streaming.stream.advance() {
             return None;
         }
     }
     // A cold cache (a new execution environment, an expired entry) shows on the first
     // partition: the general write then looks the whole batch up at once.
     let mut locations = Locations::new();
-    if !cache_covers(app, &decoding.planner.plan().orders, &mut locations) {
+    if !cache_covers(cache, &streaming.stream.plan().orders, &mut locations) {
         return None;
     }
     let work_end = work_end(budget_end);
-    let begin = begin_statement(work_end, &format!(";\n{}", store::PREPARE_WRITE));
-    let mut connection = match connect(app, work_end).await {
+    let begin = begin_statement(work_end, &format!(";\n{}", statements::PREPARE_WRITE));
+    let mut connection = match connect(db, work_end).await {
         Ok(connection) => connection,
         Err(attempt) => return Some(Err(attempt)),
     };
@@ -313,31 +311,29 @@ async fn streamed_attempt(
         let mut gave_way = None;
         let mut copied = 0;
         {
-            let mut copy = store::OrdersCopy::new_orders(tx).await?;
+            let mut copy = statements::OrdersCopy::new_orders(tx).await?;
             // The orders planned so far and not yet sent: the first partition's, whose
             // customers were found cached above (no earlier partition has orders to repeat).
             let mut sent = 0;
             loop {
-                let orders = &decoding.planner.plan().orders[sent..];
+                let orders = &streaming.stream.plan().orders[sent..];
                 if let Err(error) = copy.add(orders, &locations).await {
                     return Err(Attempt::Failed(copy.fail(error).await));
                 }
                 // Only the last partition planned has orders not sent yet.
-                if let Some(partition) = decoding.planner.plan().partitions.last() {
-                    decoding
-                        .observer
-                        .streamed(&partition.key, orders, &locations);
+                if let Some(partition) = streaming.stream.plan().partitions.last() {
+                    streaming.tap.streamed(&partition.key, orders, &locations);
                 }
                 sent += orders.len();
-                if !decoding.next() {
+                if !streaming.stream.advance() {
                     break;
                 }
-                let orders = &decoding.planner.plan().orders[sent..];
+                let orders = &streaming.stream.plan().orders[sent..];
                 if orders.iter().any(|planned| planned.round > 0) {
                     gave_way = Some(GaveWay::OrderInSeveralPartitions);
                     break;
                 }
-                if !cache_covers(app, orders, &mut locations) {
+                if !cache_covers(cache, orders, &mut locations) {
                     gave_way = Some(GaveWay::CustomerNotCached);
                     break;
                 }
@@ -345,7 +341,7 @@ async fn streamed_attempt(
             match gave_way {
                 None => match copy.finish().await {
                     Ok(rows) => copied = rows,
-                    Err(error) if store::met_existing_order(&error) => {
+                    Err(error) if statements::met_existing_order(&error) => {
                         gave_way = Some(GaveWay::OrderExists);
                     }
                     Err(error) => return Err(Attempt::Failed(error)),
@@ -353,7 +349,7 @@ async fn streamed_attempt(
                 Some(why) => copy.abort(&format!("{why:?}")).await?,
             }
         }
-        let plan = decoding.complete();
+        let plan = complete(streaming.stream, streaming.tap);
         match gave_way {
             None => {
                 stats.lookup = LookupStats {
@@ -362,26 +358,25 @@ async fn streamed_attempt(
                 };
                 stats.write = WriteStats {
                     orders_changed: i64::try_from(copied).unwrap_or(i64::MAX),
-                    customers_not_found: store::customers_not_found(&plan, &locations),
+                    customers_not_found: statements::customers_not_found(&plan, &locations),
                     round_trips: 1,
                     streamed: true,
                     ..WriteStats::default()
                 };
                 stats.write.dead_letters_inserted =
-                    store::write_dead_letters(tx, &plan, &mut stats.write).await?;
+                    statements::write_dead_letters(tx, &plan, &mut stats.write).await?;
             }
             Some(why) => {
                 tracing::debug!(reason = ?why, "the streamed COPY gives way to the general write");
-                store::undo_direct_copy(tx).await?;
+                statements::undo_direct_copy(tx).await?;
                 let lookup_started = Instant::now();
-                let (found, lookup) =
-                    enrich::locate(tx, &app.cache, &plan.distinct_customers()).await?;
+                let (found, lookup) = enrich::locate(tx, cache, &plan.distinct_customers()).await?;
                 stats.lookup = lookup;
                 stats.lookup_ms = millis(lookup_started.elapsed());
                 stats.write = if why == GaveWay::OrderExists {
-                    store::write_upserting(tx, &plan, &found).await?
+                    statements::write_upserting(tx, &plan, &found).await?
                 } else {
-                    store::write(tx, &plan, &found).await?
+                    statements::write(tx, &plan, &found).await?
                 };
                 locations = found;
             }
@@ -407,7 +402,11 @@ async fn streamed_attempt(
 
 /// Adds to `locations` the cached locations of `orders`' customers it does not have yet;
 /// `false` when one of them is not in the cache.
-fn cache_covers(app: &App, orders: &[PlannedOrder], locations: &mut Locations) -> bool {
+fn cache_covers(
+    cache: &Mutex<LocationCache>,
+    orders: &[PlannedOrder],
+    locations: &mut Locations,
+) -> bool {
     let mut missing: Vec<&str> = orders
         .iter()
         .map(|planned| planned.order.customer())
@@ -418,7 +417,7 @@ fn cache_covers(app: &App, orders: &[PlannedOrder], locations: &mut Locations) -
     }
     missing.sort_unstable();
     missing.dedup();
-    match enrich::cached(&app.cache, &missing) {
+    match enrich::cached(cache, &missing) {
         Some(found) => {
             locations.extend(found);
             true
@@ -450,7 +449,8 @@ impl From<sqlx::Error> for Attempt {
     fields(attempt = stats.retries + 1, set_aside_refused)
 )]
 async fn attempt(
-    app: &App,
+    db: &Database,
+    cache: &Mutex<LocationCache>,
     plan: &Plan,
     budget_end: Instant,
     set_aside_refused: bool,
@@ -459,24 +459,23 @@ async fn attempt(
     let work_end = work_end(budget_end);
     let begin = begin_statement(work_end, "");
     // One connection for the whole invocation.
-    let mut connection = connect(app, work_end).await?;
+    let mut connection = connect(db, work_end).await?;
     let mut tx = begin_on(&mut connection, begin, work_end).await?;
     let work = async {
         let tx = &mut tx;
         let started = Instant::now();
-        let (locations, lookup) =
-            enrich::locate(tx, &app.cache, &plan.distinct_customers()).await?;
+        let (locations, lookup) = enrich::locate(tx, cache, &plan.distinct_customers()).await?;
         stats.lookup = lookup;
         stats.lookup_ms = millis(started.elapsed());
         let started = Instant::now();
-        if !app.writes_to_postgres {
+        if !db.is_sink {
             // Nothing to commit: the lookup was all this transaction was for.
             return Ok::<_, Attempt>((locations, false));
         }
         if set_aside_refused {
             write_setting_aside_refused(tx, plan, &locations, stats).await?;
         } else {
-            stats.write = store::write(tx, plan, &locations).await?;
+            stats.write = statements::write(tx, plan, &locations).await?;
         }
         stats.write_ms = millis(started.elapsed());
         Ok::<_, Attempt>((locations, true))
@@ -507,8 +506,8 @@ async fn attempt(
 }
 
 /// A connection of the pool, waited for until `work_end`.
-async fn connect(app: &App, work_end: Instant) -> Result<PoolConnection<Postgres>, Attempt> {
-    match tokio::time::timeout_at(work_end.into(), app.pool.acquire()).await {
+async fn connect(db: &Database, work_end: Instant) -> Result<PoolConnection<Postgres>, Attempt> {
+    match tokio::time::timeout_at(work_end.into(), db.pool.acquire()).await {
         Err(_) => Err(Attempt::OutOfTime),
         Ok(result) => Ok(result?),
     }
@@ -592,11 +591,11 @@ async fn write_setting_aside_refused(
             ..Plan::default()
         };
         let mut savepoint = tx.begin().await?;
-        let result = store::write(&mut savepoint, &probe, locations).await;
+        let result = statements::write(&mut savepoint, &probe, locations).await;
         savepoint.rollback().await?;
         match result {
             Ok(_) => {}
-            Err(error) if db_error::classify(&error) == ErrorClass::Data => {
+            Err(error) if errors::classify(&error) == ErrorClass::Data => {
                 if let [index] = indices[..] {
                     refused.push((index, error.to_string()));
                 } else {
@@ -641,7 +640,7 @@ async fn write_setting_aside_refused(
             },
         });
     }
-    stats.write = store::write(tx, &kept, locations).await?;
+    stats.write = statements::write(tx, &kept, locations).await?;
     Ok(())
 }
 
@@ -658,21 +657,20 @@ fn jitter() -> f64 {
 
 /// The failure as the log line and the error report show it, with a hint where the cause is
 /// usually configuration.
-fn database_failure(app: &App, error: &sqlx::Error, retries: u32) -> WriteFailure {
+fn database_failure(db: &Database, error: &sqlx::Error, retries: u32) -> WriteFailure {
     let mut text = describe(error);
     if retries > 0 {
         text.push_str(&format!(" (after {retries} retries)"));
     }
-    if matches!(db_error::classify(error), ErrorClass::Authentication) && app.credentials.rotates()
-    {
+    if matches!(errors::classify(error), ErrorClass::Authentication) && db.credentials.rotates() {
         text.push_str(&format!(
             " (credentials re-read from {})",
-            app.credentials.describe()
+            db.credentials.describe()
         ));
     }
     WriteFailure::Database {
-        class: db_error::classify(error),
-        sqlstate: db_error::sqlstate(error),
+        class: errors::classify(error),
+        sqlstate: errors::sqlstate(error),
         message: text,
     }
 }

@@ -22,13 +22,13 @@ use rdkafka::producer::{BaseRecord, Producer as _, PurgeConfig, ThreadedProducer
 use rdkafka::types::RDKafkaRespErr;
 use tokio::sync::Notify;
 
+use crate::config::credentials::KafkaUser;
 use crate::config::{KafkaSink, SaslMechanism};
-use crate::credentials::KafkaUser;
-use crate::delivery::{Deliveries, Outcome};
+use crate::kafka::delivery::{Deliveries, Outcome};
+use crate::kafka::msk_iam;
+use crate::kafka::records::{Destination, PartitionOutput, Undelivered};
+use crate::lambda::deadline::millis;
 use crate::locks::lock;
-use crate::msk_iam;
-use crate::output::{Destination, PartitionOutput, Undelivered};
-use crate::summary::millis;
 
 /// Rebuild the producer when its token has less than this left: librdkafka refreshes at 80%
 /// of the lifetime, so only a frozen environment gets this close.
@@ -758,7 +758,7 @@ mod tests {
     fn a_partition_is_reported_from_its_earliest_failure_whatever_order_they_are_learnt_in() {
         let failure = |offset| {
             move || Undelivered {
-                partition: crate::event::PartitionKey::new("orders-0"),
+                partition: crate::decode::event::PartitionKey::new("orders-0"),
                 offset,
                 reason: format!("at {offset}"),
             }

@@ -1,6 +1,8 @@
 //! Configuration from environment variables, validated once at start. Every error names the
 //! variable and what is wrong with it, and never echoes a secret.
 
+pub mod credentials;
+
 use std::fmt;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -9,7 +11,16 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
-use crate::plan::PoisonPolicy;
+/// What happens to a record that cannot be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoisonPolicy {
+    /// Keep it in `dead_letters` (same transaction as the orders) and go on: the partition is
+    /// never blocked.
+    DeadLetter,
+    /// Report it for redelivery: its partition stops at it until the event source mapping's
+    /// retry limit sends the batch to the on-failure destination.
+    Report,
+}
 
 /// The function's configuration, read from the environment once at start.
 #[derive(Clone, Debug)]

@@ -1,5 +1,5 @@
 //! Pure: the records the output topic gets for a plan, and the batch response once their
-//! deliveries are known. No I/O here; [`crate::producer`] sends what this module builds.
+//! deliveries are known. No I/O here; [`crate::kafka::producer`] sends what this module builds.
 //!
 //! Each order of the plan becomes one record keyed by its order number, with the order, its
 //! customer's location and the source position (as headers, so that consumers can drop the
@@ -11,11 +11,10 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-use crate::event::{PartitionKey, SourcePosition};
-use crate::location::{Location, Locations};
-use crate::order::Order;
-use crate::plan::{Plan, PlannedOrder, WriteOutcome};
-use crate::response::BatchResponse;
+use crate::decode::event::{PartitionKey, SourcePosition};
+use crate::decode::order::Order;
+use crate::enrich::location::{Location, Locations};
+use crate::plan::{Plan, PlannedOrder};
 
 /// Header naming the record's source topic.
 pub const SOURCE_TOPIC: &str = "source-topic";
@@ -314,89 +313,18 @@ pub struct Undelivered {
     pub reason: String,
 }
 
-/// The batch response after the database outcome and the deliveries: a partition is reported
-/// from the earliest of its first pending record (when nothing was written), its first
-/// undelivered record, and its reported poison record.
-pub fn response(plan: &Plan, outcome: WriteOutcome, undelivered: &[Undelivered]) -> BatchResponse {
-    let written = plan.response(outcome);
-    let mut reported: Vec<(PartitionKey, i64)> = written
-        .batch_item_failures
-        .into_iter()
-        .map(|failure| {
-            (
-                PartitionKey::new(failure.item_identifier.partition),
-                failure.item_identifier.offset,
-            )
-        })
-        .collect();
-    for failure in undelivered {
-        match reported
-            .iter_mut()
-            .find(|(key, _)| key.as_str() == failure.partition.as_str())
-        {
-            Some((_, offset)) => *offset = (*offset).min(failure.offset),
-            None => reported.push((failure.partition.clone(), failure.offset)),
-        }
-    }
-    // Partitions in the order of the event, as the response without deliveries has them.
-    reported.sort_by_key(|(key, _)| {
-        plan.partitions
-            .iter()
-            .position(|progress| progress.key.as_str() == key.as_str())
-    });
-    BatchResponse::retry_from(reported)
-}
-
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::str::FromStr as _;
 
     use rust_decimal::Decimal;
 
     use super::*;
-    use crate::event::{DecodedPartition, DecodedRecord, Header, Payload, Poison};
-    use crate::location::Location;
-    use crate::plan::{plan, PoisonPolicy};
-
-    fn order(order_no: &str, customer: &str) -> Payload {
-        let json = format!(
-            r#"{{"OrderNo":"{order_no}","OrderDate":"1/6/19","Region":"East","Customer":"{customer}","Item":"Pencil","Units":95,"Unit Cost":1.99,"Total":189.05}}"#
-        );
-        Payload::Order(Order::parse(json.as_bytes()).unwrap())
-    }
-
-    fn record(partition: i32, offset: i64, payload: Payload) -> DecodedRecord {
-        DecodedRecord {
-            source: SourcePosition {
-                topic: "orders".into(),
-                partition,
-                offset,
-                timestamp_ms: Some(1_700_000_000_000 + offset),
-                timestamp_out_of_range: false,
-            },
-            payload,
-        }
-    }
-
-    fn partition(number: i32, records: Vec<DecodedRecord>) -> DecodedPartition {
-        DecodedPartition {
-            key: PartitionKey::new(format!("orders-{number}")),
-            records,
-        }
-    }
-
-    fn poison() -> Payload {
-        Payload::Poison(Poison {
-            reason: "the value is not JSON".into(),
-            raw_key: Some(b"k".to_vec()),
-            raw_value: Some(b"{oops".to_vec()),
-            headers: vec![Header {
-                name: "trace".into(),
-                value: Some(b"abc".to_vec()),
-            }],
-        })
-    }
+    use crate::config::PoisonPolicy;
+    use crate::decode::event::{DecodedPartition, Payload};
+    use crate::enrich::location::Location;
+    use crate::plan::plan;
+    use crate::testing::{order, partition, poison, record};
 
     fn jones() -> Locations {
         let mut locations = Locations::new();
@@ -601,87 +529,5 @@ mod tests {
         let out = build(&plan, &jones(), &[true, false], false);
         let keys: Vec<&str> = out[0].records.iter().map(|r| text(&r.key)).collect();
         assert_eq!(keys, ["SO-2"]);
-    }
-
-    fn reported(response: &BatchResponse) -> BTreeMap<String, i64> {
-        response
-            .batch_item_failures
-            .iter()
-            .map(|f| {
-                (
-                    f.item_identifier.partition.clone(),
-                    f.item_identifier.offset,
-                )
-            })
-            .collect()
-    }
-
-    #[test]
-    fn an_undelivered_record_reports_its_partition_from_it_and_no_other() {
-        let plan = plan(
-            vec![
-                partition(
-                    0,
-                    vec![
-                        record(0, 10, order("SO-1", "Jones")),
-                        record(0, 11, order("SO-2", "Jones")),
-                        record(0, 12, order("SO-3", "Jones")),
-                    ],
-                ),
-                partition(1, vec![record(1, 20, order("SO-4", "Jones"))]),
-            ],
-            PoisonPolicy::DeadLetter,
-        );
-        let undelivered = [Undelivered {
-            partition: PartitionKey::new("orders-0"),
-            offset: 11,
-            reason: "broker down".into(),
-        }];
-        let response = response(&plan, WriteOutcome::Committed, &undelivered);
-        assert_eq!(
-            reported(&response),
-            BTreeMap::from([("orders-0".into(), 11)])
-        );
-        assert_eq!(plan.redelivered_by(&response), 2);
-        assert_eq!(
-            reported(&super::response(
-                &plan,
-                WriteOutcome::NotWritten,
-                &undelivered
-            )),
-            BTreeMap::from([("orders-0".into(), 10), ("orders-1".into(), 20)]),
-            "nothing written: every partition from its first pending record"
-        );
-        assert!(super::response(&plan, WriteOutcome::Committed, &[])
-            .batch_item_failures
-            .is_empty());
-    }
-
-    #[test]
-    fn a_reported_poison_record_and_a_failed_delivery_report_the_earlier_offset() {
-        let plan = plan(
-            vec![partition(
-                0,
-                vec![
-                    record(0, 1, order("SO-1", "Jones")),
-                    record(0, 2, order("SO-2", "Jones")),
-                    record(0, 3, poison()),
-                ],
-            )],
-            PoisonPolicy::Report,
-        );
-        let late = [Undelivered {
-            partition: PartitionKey::new("orders-0"),
-            offset: 2,
-            reason: "timed out".into(),
-        }];
-        assert_eq!(
-            reported(&response(&plan, WriteOutcome::Committed, &late)),
-            BTreeMap::from([("orders-0".into(), 2)])
-        );
-        assert_eq!(
-            reported(&response(&plan, WriteOutcome::Committed, &[])),
-            BTreeMap::from([("orders-0".into(), 3)])
-        );
     }
 }

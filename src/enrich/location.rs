@@ -1,5 +1,5 @@
 //! A customer's location, the one thing this function adds to an order. Shared by the lookup
-//! ([`crate::enrich`]) and the cache ([`crate::cache`]).
+//! ([`crate::enrich`]) and the cache ([`crate::enrich::cache`]).
 
 use std::collections::HashMap;
 

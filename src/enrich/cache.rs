@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
-use crate::location::Location;
+use crate::enrich::location::Location;
 
 /// Customer locations (and known-unknown customers), least recently used evicted first.
 pub struct LocationCache {

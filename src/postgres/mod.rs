@@ -1,0 +1,12 @@
+//! The database write: one transaction per invocation bounded by the deadline, with transient
+//! failures waited out inside the invocation ([`write`](mod@write)); the statements it runs
+//! ([`statements`]), the binary `COPY` framing ([`copy`]) and what each database error means
+//! for the batch ([`errors`]).
+
+pub mod copy;
+pub mod database;
+pub mod errors;
+pub mod statements;
+pub mod write;
+
+pub use write::WriteFailure;
