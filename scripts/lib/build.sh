@@ -1,22 +1,14 @@
 # What building the function needs besides cargo: librdkafka (the output topic's producer) is
-# compiled from source with a C compiler, make and CMake, against the machine's OpenSSL headers
-# (the arm64 Lambda build compiles its own OpenSSL). Sourced by the scripts that build.
+# compiled from source with a C compiler and make, by its own configure script, against the
+# machine's OpenSSL headers. (Only the arm64 Lambda build uses CMake, and compiles its own
+# OpenSSL; scripts/test installs CMake for it when the system has none.) Sourced by the
+# scripts that build.
 #
-# build_tools_check: says everything that is missing and returns 1, or puts a CMake on the
-# PATH (the system's, else the one scripts/test installs into .local/venv) and returns 0.
+# build_tools_check: says everything that is missing and returns 1, else returns 0.
 build_tools_check() {
   local missing=0
   c_toolchain_check || missing=1
   openssl_headers_check || missing=1
-  if ! command -v cmake >/dev/null 2>&1; then
-    if [ -x .local/venv/bin/cmake ]; then
-      export PATH="$PWD/.local/venv/bin:$PATH"
-    else
-      echo "missing: cmake (librdkafka is built with CMake; Debian/Ubuntu: sudo apt-get install -y cmake," >&2
-      echo "         or run scripts/test once, which installs it into .local/venv from PyPI)" >&2
-      missing=1
-    fi
-  fi
   return "$missing"
 }
 
