@@ -26,10 +26,10 @@ use msk_order_enricher::postgres::statements;
 use msk_order_enricher::report::response::BatchResponse;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection as _, PgPool, Row};
+use test_support::db;
+use test_support::events::{build_event, synthetic_orders};
+use test_support::pg::{PgOptions, PgServer};
 use tokio::process::Child;
-use xtask::db;
-use xtask::events::{build_event, synthetic_orders};
-use xtask::pg::{PgOptions, PgServer};
 
 const FUNCTION: &str = env!("CARGO_BIN_EXE_msk-order-enricher");
 const RECORDS: usize = 10_000;
@@ -484,7 +484,7 @@ async fn main() {
 
     // Both sinks: the same binary also producing every order to a local broker (tansu, in
     // memory, 4 partitions), paired with a warm invocation of the database-only function.
-    let tansu = xtask::broker::Tansu::start(None, &[]).expect("tansu");
+    let tansu = test_support::broker::Tansu::start(None, &[]).expect("tansu");
     let servers = tansu.bootstrap_servers();
     let connection = esm_local::kafka::Connection {
         bootstrap_servers: servers.clone(),

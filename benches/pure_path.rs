@@ -14,7 +14,7 @@ use msk_order_enricher::enrich::location::{Location, Locations};
 use msk_order_enricher::handler;
 use msk_order_enricher::kafka::records;
 use msk_order_enricher::plan;
-use xtask::events::{build_event, synthetic_orders};
+use test_support::events::{build_event, synthetic_orders};
 
 fn event_text(records: usize) -> String {
     build_event(

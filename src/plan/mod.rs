@@ -745,7 +745,7 @@ mod tests {
                 })
                 .collect();
             let expected: BTreeMap<String, (i32, i64)> =
-                xtask::ordering::greatest_records(&partitions)
+                test_support::ordering::greatest_records(&partitions)
                     .into_iter()
                     .map(|(no, partition, offset)| (no, (partition, offset)))
                     .collect();

@@ -9,7 +9,7 @@ use std::sync::{Mutex, OnceLock};
 static TANSU: OnceLock<(String, Mutex<Child>)> = OnceLock::new();
 
 fn tansu_binary() -> PathBuf {
-    xtask::broker::binary().unwrap_or_else(|why| panic!("{why}"))
+    test_support::broker::binary().unwrap_or_else(|why| panic!("{why}"))
 }
 
 /// The bootstrap servers of the shared broker, started on first use.
@@ -48,7 +48,7 @@ pub fn bootstrap_servers() -> String {
 }
 
 /// A tansu of one test's own, for tests that take the broker away. Killed when dropped.
-pub struct Dedicated(xtask::broker::Tansu);
+pub struct Dedicated(test_support::broker::Tansu);
 
 impl Dedicated {
     /// Starts tansu on a free port, telling clients to connect to `advertised_port` (a proxy in
@@ -60,28 +60,28 @@ impl Dedicated {
     /// Starts tansu with `args`, advertising `advertised_port`, or its own port when `None`.
     pub fn start(advertised_port: Option<u16>, args: &[&str]) -> Self {
         Self(
-            xtask::broker::Tansu::start(advertised_port, args)
+            test_support::broker::Tansu::start(advertised_port, args)
                 .unwrap_or_else(|why| panic!("{why}")),
         )
     }
 }
 
 impl Dedicated {
-    /// Starts tansu storing in the sqlite file `file` (see `xtask::broker::Tansu::start_on_file`).
+    /// Starts tansu storing in the sqlite file `file` (see `test_support::broker::Tansu::start_on_file`).
     pub fn start_on_file(
         file: &std::path::Path,
         advertised_port: Option<u16>,
         args: &[&str],
     ) -> Self {
         Self(
-            xtask::broker::Tansu::start_on_file(file, advertised_port, args)
+            test_support::broker::Tansu::start_on_file(file, advertised_port, args)
                 .unwrap_or_else(|why| panic!("{why}")),
         )
     }
 }
 
 impl std::ops::Deref for Dedicated {
-    type Target = xtask::broker::Tansu;
+    type Target = test_support::broker::Tansu;
     fn deref(&self) -> &Self::Target {
         &self.0
     }

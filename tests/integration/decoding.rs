@@ -4,7 +4,7 @@ use msk_order_enricher::config::PoisonPolicy;
 use msk_order_enricher::decode::event::{self, Payload};
 use msk_order_enricher::plan::{self, WriteOutcome};
 use msk_order_enricher::report::response;
-use xtask::events::{build_event, synthetic_orders};
+use test_support::events::{build_event, synthetic_orders};
 
 use crate::support::{event, reported};
 

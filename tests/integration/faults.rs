@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use xtask::events::{build_event, RecordSpec};
+use test_support::events::{build_event, RecordSpec};
 
 use crate::pg::PgServer;
 use crate::support::*;
@@ -354,7 +354,7 @@ async fn the_table_does_not_depend_on_the_order_invocations_commit_in() {
             .unwrap();
             outcomes.push(rows);
         }
-        let expected = xtask::ordering::greatest_records(&partitions);
+        let expected = test_support::ordering::greatest_records(&partitions);
         for rows in &outcomes {
             assert_eq!(rows, &expected, "scenario {scenario}: {partitions:?}");
         }

@@ -7,6 +7,7 @@ mod support;
 
 mod decoding;
 mod enrichment;
+mod esm_local_stream;
 mod faults;
 mod kafka_auth;
 mod moto;
@@ -17,7 +18,6 @@ mod replay;
 mod runtime;
 mod secrets;
 mod staging;
-mod stream;
-mod streamed;
+mod streamed_copy;
 mod template;
 mod tls;

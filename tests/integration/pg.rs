@@ -2,7 +2,7 @@
 
 use std::sync::OnceLock;
 
-pub use xtask::pg::{PgOptions, PgServer};
+pub use test_support::pg::{PgOptions, PgServer};
 
 /// The server the tests of this process share (each test makes its own database on it),
 /// stopped when the process exits. `DATABASE_URL`, when set, names a server to use instead.

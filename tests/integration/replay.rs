@@ -2,7 +2,7 @@
 //! nothing, and an older record never overwrites a newer one.
 
 use msk_order_enricher::decode::event::KafkaEvent;
-use xtask::events::{build_event, RecordSpec};
+use test_support::events::{build_event, RecordSpec};
 
 use crate::support::*;
 

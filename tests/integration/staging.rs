@@ -14,7 +14,7 @@ use msk_order_enricher::postgres::errors::ErrorClass;
 use msk_order_enricher::postgres::statements;
 use msk_order_enricher::postgres::WriteFailure;
 use sqlx::{Connection as _, Row};
-use xtask::events::{build_event, RecordSpec};
+use test_support::events::{build_event, RecordSpec};
 
 use crate::support::*;
 

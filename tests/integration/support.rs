@@ -15,7 +15,7 @@ use msk_order_enricher::report::summary::Summary;
 use msk_order_enricher::startup::App;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool, Row};
-use xtask::db;
+use test_support::db;
 
 pub struct TestDb {
     pub url: String,

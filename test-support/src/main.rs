@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sqlx::postgres::PgPoolOptions;
-use xtask::db;
+use test_support::db;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 

@@ -1,4 +1,4 @@
-//! Development tasks and test support for the msk-order-enricher function: what knows this
+//! Test support and development tasks for the msk-order-enricher function: what knows this
 //! project's schema and fixtures but never runs in Lambda.
 //!
 //! - [`pg`]: throwaway PostgreSQL servers for tests and benchmarks.
@@ -7,7 +7,8 @@
 //! - [`events`]: order events, rendered by `esm-local`'s event code.
 //! - [`ordering`]: the ordering rule's oracle for the commit-order property tests.
 //!
-//! The binary (`cargo xtask`) sets up a database and shows what the function wrote.
+//! Its binary, `xtask` (run as `cargo xtask`), sets up a database and shows what the function
+//! wrote.
 
 pub mod broker;
 pub mod db;
