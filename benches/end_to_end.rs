@@ -486,11 +486,11 @@ async fn main() {
     // memory, 4 partitions), paired with a warm invocation of the database-only function.
     let tansu = test_support::broker::Tansu::start(None, &[]).expect("tansu");
     let servers = tansu.bootstrap_servers();
-    let connection = esm_local::kafka::Connection {
+    let connection = esm_local::source::kafka::Connection {
         bootstrap_servers: servers.clone(),
         properties: vec![],
     };
-    esm_local::kafka::ensure_topic(&connection, "bench-enriched", 4)
+    esm_local::source::kafka::ensure_topic(&connection, "bench-enriched", 4)
         .await
         .expect("output topic");
     let producing = start_function(

@@ -7,31 +7,28 @@
 //! function it drives.
 //!
 //! The flow, one module a step:
-//! - [`file_topic`], `kafka` (feature `kafka`): sources of [`batch::SourceRecord`]s;
-//!   [`partitioner`]: Kafka's default partitioner for file topics.
+//! - [`source`]: records from a file topic, a broker (feature `kafka`) or an on-failure
+//!   document's payload.
 //! - [`filter`]: `FilterCriteria`, records that never reach the function.
 //! - [`batch`] (pure): records, batches, the event JSON and the 6 MB cap.
 //! - [`function`]: the function, spawned against [`runtime_api`] or reached over HTTP.
 //! - [`rules`] (pure): what an answer means and what follows it.
-//! - [`destination`]: where given-up records go; [`replay`]: re-driving them, each
-//!   document's payload ([`payload`]) as a source of its own.
+//! - [`on_failure`]: where given-up records go, and the documents they are kept in.
 //! - [`runner`]: the loop that ties them together (`esm-local run`); [`template`]: its
-//!   settings as a SAM or CloudFormation template deploys them.
+//!   settings as a SAM or CloudFormation template deploys them; [`replay`]: on-failure
+//!   documents delivered again through the runner (`esm-local replay`).
+//! - [`clock`]: the time of day in epoch milliseconds, as events carry it.
 
 pub mod batch;
 pub mod clock;
-pub mod destination;
-pub mod file_topic;
 pub mod filter;
 pub mod function;
-#[cfg(feature = "kafka")]
-pub mod kafka;
-pub mod partitioner;
-pub mod payload;
+pub mod on_failure;
 pub mod replay;
 pub mod rules;
 pub mod runner;
 pub mod runtime_api;
+pub mod source;
 pub mod template;
 
 /// The ARN the events of an `aws:kafka` source carry (a made-up MSK cluster).

@@ -12,14 +12,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::batch::{Batch, Cut, EventSource, Pending, Record, SourceRecord, TopicPartition};
 use crate::clock::{millis, now_ms};
-use crate::destination::Destination;
-use crate::file_topic::FileTopic;
 use crate::filter::Filter;
 use crate::function::Function;
+use crate::on_failure::destination::Destination;
 use crate::rules::{
     decide, judge, on_failure_record, Attempt, Condition, Discarded, FailureContext, Invocation,
     Settings, Verdict,
 };
+use crate::source::file_topic::FileTopic;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -28,10 +28,10 @@ pub enum Source {
     /// A file topic.
     File(FileTopic),
     /// The records of an on-failure document's payload.
-    Payload(crate::payload::PayloadSource),
+    Payload(crate::source::payload::PayloadSource),
     /// A broker.
     #[cfg(feature = "kafka")]
-    Kafka(crate::kafka::KafkaSource),
+    Kafka(crate::source::kafka::KafkaSource),
 }
 
 impl Source {

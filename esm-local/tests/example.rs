@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use esm_local::batch::EventSource;
-use esm_local::destination::Destination;
-use esm_local::file_topic::{FileTopic, LineFormat};
 use esm_local::function::Function;
+use esm_local::on_failure::destination::Destination;
 use esm_local::rules::Settings;
 use esm_local::runner::{run, RunOptions, Source};
+use esm_local::source::file_topic::{FileTopic, LineFormat};
 use serde_json::Value;
 
 /// `cargo test` builds the examples next to the test binaries: target/<profile>/examples/.

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use esm_local::batch::{Batch, EventSource, Record, SourceRecord, TimestampType};
-use esm_local::partitioner::partition_for;
+use esm_local::source::partitioner::partition_for;
 
 /// One record to place in an event: its key and value bytes (`None` value: a tombstone).
 #[derive(Debug, Clone)]

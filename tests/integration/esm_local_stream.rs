@@ -11,11 +11,11 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use esm_local::batch::{EventSource, TopicPartition};
-use esm_local::destination::Destination;
-use esm_local::file_topic::{FileTopic, LineFormat};
 use esm_local::function::Function;
+use esm_local::on_failure::destination::Destination;
 use esm_local::rules::Settings;
 use esm_local::runner::{run, PartitionProgress, RunOptions, Source, Summary};
+use esm_local::source::file_topic::{FileTopic, LineFormat};
 use esm_local::EVENT_SOURCE_ARN;
 use serde_json::Value;
 
@@ -378,6 +378,7 @@ async fn records_older_than_the_maximum_age_go_on_failure_undelivered() {
 /// once, exactly as a clean pass would; a second replay (from the JSON lines) changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_given_up_in_an_outage_are_replayed_and_a_second_replay_changes_nothing() {
+    use esm_local::on_failure::documents;
     use esm_local::replay::{self, ReplayOptions};
 
     let reference = fresh_db().await;
@@ -461,7 +462,7 @@ async fn batches_given_up_in_an_outage_are_replayed_and_a_second_replay_changes_
         backoff: Duration::from_millis(100),
     };
     let mut function = function(&db.url, "dead-letter").await;
-    let from_s3 = replay::documents_from_s3(&s3, "s3://enricher-on-failure/aws/lambda/")
+    let from_s3 = documents::documents_from_s3(&s3, "s3://enricher-on-failure/aws/lambda/")
         .await
         .unwrap();
     assert_eq!(from_s3.len(), given_up.len());
@@ -490,7 +491,7 @@ async fn batches_given_up_in_an_outage_are_replayed_and_a_second_replay_changes_
     );
 
     let snapshot = orders_snapshot(&pool).await;
-    let from_file = replay::documents_from_path(&on_failure).unwrap();
+    let from_file = documents::documents_from_path(&on_failure).unwrap();
     let second = replay::replay(
         &from_file,
         &mut function,
@@ -565,8 +566,8 @@ mod broker_tests {
     use super::*;
     use crate::broker::bootstrap_servers;
     use crate::pg::PgServer;
-    use esm_local::file_topic::KeyAndValue;
-    use esm_local::kafka::{self, Connection, KafkaSource, StartingPosition};
+    use esm_local::source::file_topic::KeyAndValue;
+    use esm_local::source::kafka::{self, Connection, KafkaSource, StartingPosition};
     use std::sync::atomic::Ordering;
 
     fn connection() -> Connection {

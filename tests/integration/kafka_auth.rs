@@ -13,8 +13,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use esm_local::kafka::{self, Connection, KafkaSource, StartingPosition};
 use esm_local::runtime_api::{Outcome, RuntimeApi};
+use esm_local::source::kafka::{self, Connection, KafkaSource, StartingPosition};
 use msk_order_enricher::report::response::BatchResponse;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};

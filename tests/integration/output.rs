@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use esm_local::batch::SourceRecord;
-use esm_local::kafka::{self, Connection, KafkaSource, StartingPosition};
+use esm_local::source::kafka::{self, Connection, KafkaSource, StartingPosition};
 use msk_order_enricher::decode::event::KafkaEvent;
 
 use crate::broker::{self, Dedicated, Proxy};

@@ -15,7 +15,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, Timestamp, TopicPartitionList};
 
 use crate::batch::{SourceRecord, TimestampType, TopicPartition};
-use crate::file_topic::KeyAndValue;
+use crate::source::file_topic::KeyAndValue;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 

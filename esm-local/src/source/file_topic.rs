@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::batch::{SourceRecord, TimestampType, TopicPartition};
-use crate::partitioner::partition_for;
+use crate::source::partitioner::partition_for;
 
 /// A record's key and value (`None` value: a tombstone).
 pub type KeyAndValue = (Option<Vec<u8>>, Option<Vec<u8>>);

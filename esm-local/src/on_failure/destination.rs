@@ -17,7 +17,7 @@ pub enum Destination {
     File(PathBuf),
     /// A `kafka://topic` destination on the source's broker: the S3 form, one record each.
     #[cfg(feature = "kafka")]
-    Kafka(crate::kafka::FailureTopic),
+    Kafka(crate::source::kafka::FailureTopic),
     /// An SQS queue: the SQS form, metadata only.
     #[cfg(feature = "sqs")]
     Sqs {

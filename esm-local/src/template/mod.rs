@@ -7,12 +7,13 @@
 //!
 //! Pure: text in, [`Mapping`] out. The command line reads the files and lets its own flags win.
 
+mod mapping;
+
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde_norway::Value;
 
-use crate::rules::Settings;
+pub use mapping::Mapping;
 
 /// Where a setting's value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,33 +40,6 @@ impl std::fmt::Display for Origin {
             Self::LambdaDefault => f.write_str("Lambda's default"),
         }
     }
-}
-
-/// The mapping a template deploys, with where each setting came from.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Mapping {
-    /// The event's name (`Function.Event`) or the resource's logical id.
-    pub name: String,
-    /// The delivery settings.
-    pub settings: Settings,
-    /// `Topics`.
-    pub topics: Vec<String>,
-    /// `ConsumerGroupId` (from `AmazonManagedKafkaEventSourceConfig` or
-    /// `SelfManagedKafkaEventSourceConfig` for the resource form).
-    pub consumer_group_id: Option<String>,
-    /// `StartingPosition`.
-    pub starting_position: String,
-    /// `StartingPositionTimestamp`, epoch seconds.
-    pub starting_position_timestamp: Option<f64>,
-    /// `FilterCriteria.Filters[].Pattern`.
-    pub filters: Vec<String>,
-    /// The kind of `DestinationConfig.OnFailure` (`S3`, `SQS`, `SNS` or `Kafka`) and what it
-    /// names (an ARN, a resource, or `kafka://topic`).
-    pub on_failure: Option<(String, String)>,
-    /// `ProvisionedPollerConfig`: minimum and maximum pollers.
-    pub pollers: Option<(u32, u32)>,
-    /// Each setting, its value as text, and where it came from, in a fixed order.
-    pub origins: Vec<(&'static str, String, Origin)>,
 }
 
 /// Parameter values as `sam deploy` would pass them: name, value, origin.
@@ -224,7 +198,7 @@ fn samconfig_overrides(text: &str, env: &str) -> Result<Vec<(String, String)>, S
 
 /// A template value as the effective settings print it: scalars as they are, lists in
 /// brackets.
-fn shown(value: &Value) -> String {
+pub(crate) fn shown(value: &Value) -> String {
     match value {
         Value::Sequence(items) => format!(
             "[{}]",
@@ -235,7 +209,7 @@ fn shown(value: &Value) -> String {
 }
 
 /// A template value as text, if it is a scalar.
-fn scalar_text(value: &Value) -> Option<String> {
+pub(crate) fn scalar_text(value: &Value) -> Option<String> {
     match value {
         Value::String(text) => Some(text.clone()),
         Value::Number(number) => Some(number.to_string()),
@@ -247,16 +221,16 @@ fn scalar_text(value: &Value) -> Option<String> {
 /// Resolves intrinsic functions far enough to read a mapping: `Ref` (parameters and
 /// `AWS::NoValue`), `Fn::If` with the template's `Conditions` (`Fn::Equals`, `Fn::Not`,
 /// `Fn::And`, `Fn::Or`, `Condition`), and `Fn::GetAtt` as the resource it names.
-struct Resolver<'a> {
+pub(crate) struct Resolver<'a> {
     document: &'a Value,
     parameters: &'a Parameters,
 }
 
 /// A resolved value: absent (`AWS::NoValue` or not set), or a value and where it came from.
-type Resolved = Option<(Value, Origin)>;
+pub(crate) type Resolved = Option<(Value, Origin)>;
 
 impl Resolver<'_> {
-    fn resolve(&self, value: Option<&Value>) -> Result<Resolved, String> {
+    pub(crate) fn resolve(&self, value: Option<&Value>) -> Result<Resolved, String> {
         let Some(value) = value else {
             return Ok(None);
         };
@@ -357,7 +331,7 @@ impl Resolver<'_> {
     }
 
     /// A resource's type, for `resource ID` values.
-    fn resource_type(&self, reference: &str) -> Option<&str> {
+    pub(crate) fn resource_type(&self, reference: &str) -> Option<&str> {
         let id = reference.strip_prefix("resource ")?;
         self.resource(id)?.get("Type")?.as_str()
     }
@@ -394,330 +368,10 @@ fn intrinsic(value: &Value) -> Option<(&str, &Value)> {
     }
 }
 
-/// Lambda's limits and defaults for Kafka mappings (kafka-retry-configurations,
-/// invocation-eventsourcemapping).
-const BATCH_SIZE: (i64, i64, i64) = (1, 10_000, 100);
-const WINDOW_SECONDS: (f64, f64, f64) = (0.0, 300.0, 0.5);
-
-impl Mapping {
-    fn from_properties(
-        name: String,
-        properties: &Value,
-        resource_form: bool,
-        resolver: &Resolver<'_>,
-    ) -> Result<Self, String> {
-        let mut origins: Vec<(&'static str, String, Origin)> = Vec::new();
-        let mut setting = |key: &'static str| -> Result<Resolved, String> {
-            let resolved = resolver.resolve(properties.get(key))?;
-            if let Some((value, origin)) = &resolved {
-                origins.push((key, shown(value), origin.clone()));
-            }
-            Ok(resolved)
-        };
-        let number = |resolved: &Resolved, key: &str| -> Result<Option<f64>, String> {
-            resolved
-                .as_ref()
-                .map(|(value, _)| {
-                    scalar_text(value)
-                        .and_then(|text| text.trim().parse::<f64>().ok())
-                        .ok_or_else(|| format!("{key} is not a number: {value:?}"))
-                })
-                .transpose()
-        };
-        let whole = |value: Option<f64>, key: &str| -> Result<Option<i64>, String> {
-            value
-                .map(|v| {
-                    if v.fract() == 0.0 && v.abs() < 1e15 {
-                        // Checked whole and small just above.
-                        #[allow(clippy::cast_possible_truncation)]
-                        Ok(v as i64)
-                    } else {
-                        Err(format!("{key} must be a whole number, not {v}"))
-                    }
-                })
-                .transpose()
-        };
-
-        let batch_size = whole(number(&setting("BatchSize")?, "BatchSize")?, "BatchSize")?;
-        let window = number(
-            &setting("MaximumBatchingWindowInSeconds")?,
-            "MaximumBatchingWindowInSeconds",
-        )?;
-        let retries = whole(
-            number(&setting("MaximumRetryAttempts")?, "MaximumRetryAttempts")?,
-            "MaximumRetryAttempts",
-        )?;
-        let age = whole(
-            number(
-                &setting("MaximumRecordAgeInSeconds")?,
-                "MaximumRecordAgeInSeconds",
-            )?,
-            "MaximumRecordAgeInSeconds",
-        )?;
-        let bisect = setting("BisectBatchOnFunctionError")?
-            .map(|(value, _)| scalar_text(&value).unwrap_or_default() == "true");
-        let response_types = setting("FunctionResponseTypes")?;
-        let report = match &response_types {
-            None => false,
-            Some((Value::Sequence(types), _)) => types
-                .iter()
-                .any(|t| t.as_str() == Some("ReportBatchItemFailures")),
-            Some((other, _)) => {
-                return Err(format!(
-                    "FunctionResponseTypes must be a list, not {other:?}"
-                ))
-            }
-        };
-        let starting = setting("StartingPosition")?;
-        let starting_timestamp = number(
-            &setting("StartingPositionTimestamp")?,
-            "StartingPositionTimestamp",
-        )?;
-        let topics = match resolver.resolve(properties.get("Topics"))? {
-            Some((Value::Sequence(items), _)) => items
-                .iter()
-                .map(|item| {
-                    resolver
-                        .resolve(Some(item))?
-                        .and_then(|(v, _)| scalar_text(&v))
-                        .ok_or_else(|| "a topic has no value".to_owned())
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-            _ => return Err(format!("{name}: Topics is required")),
-        };
-        let group_key = if resource_form {
-            [
-                "AmazonManagedKafkaEventSourceConfig",
-                "SelfManagedKafkaEventSourceConfig",
-            ]
-            .iter()
-            .find_map(|key| properties.get(*key)?.get("ConsumerGroupId"))
-        } else {
-            properties.get("ConsumerGroupId")
-        };
-        let consumer_group_id = resolver
-            .resolve(group_key)?
-            .and_then(|(value, _)| scalar_text(&value));
-        let filters = match resolver.resolve(properties.get("FilterCriteria"))? {
-            None => Vec::new(),
-            Some((criteria, _)) => criteria
-                .get("Filters")
-                .and_then(Value::as_sequence)
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-                .iter()
-                .map(|filter| {
-                    resolver
-                        .resolve(filter.get("Pattern"))?
-                        .and_then(|(v, _)| scalar_text(&v))
-                        .ok_or_else(|| "a filter has no Pattern".to_owned())
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-        };
-        let on_failure = match properties
-            .get("DestinationConfig")
-            .and_then(|d| d.get("OnFailure"))
-        {
-            None => None,
-            Some(on_failure) => {
-                let destination = resolver
-                    .resolve(on_failure.get("Destination"))?
-                    .and_then(|(v, _)| scalar_text(&v));
-                destination.map(|destination| {
-                    let kind = destination_kind(&destination, resolver);
-                    (kind, destination)
-                })
-            }
-        };
-        let pollers = match resolver.resolve(properties.get("ProvisionedPollerConfig"))? {
-            None => None,
-            Some((config, _)) => {
-                let count = |key: &str| -> Result<Option<u32>, String> {
-                    resolver
-                        .resolve(config.get(key))?
-                        .and_then(|(v, _)| scalar_text(&v))
-                        .map(|text| {
-                            text.parse::<u32>().map_err(|_| {
-                                format!("ProvisionedPollerConfig.{key} is not a count: {text}")
-                            })
-                        })
-                        .transpose()
-                };
-                Some((
-                    count("MinimumPollers")?.unwrap_or(1),
-                    count("MaximumPollers")?.unwrap_or(200),
-                ))
-            }
-        };
-
-        let mut settings = Settings {
-            report_batch_item_failures: report,
-            ..Settings::default()
-        };
-        settings.batch_size = match batch_size {
-            None => usize::try_from(BATCH_SIZE.2).unwrap_or(100),
-            Some(n) if (BATCH_SIZE.0..=BATCH_SIZE.1).contains(&n) => {
-                usize::try_from(n).unwrap_or(100)
-            }
-            Some(n) => return Err(format!("Lambda refuses BatchSize {n}: it is 1..10000")),
-        };
-        settings.batching_window = match window {
-            None => Duration::from_secs_f64(WINDOW_SECONDS.2),
-            Some(s) if (WINDOW_SECONDS.0..=WINDOW_SECONDS.1).contains(&s) => {
-                Duration::from_secs_f64(s)
-            }
-            Some(s) => {
-                return Err(format!(
-                    "Lambda refuses MaximumBatchingWindowInSeconds {s}: it is 0..300"
-                ))
-            }
-        };
-        settings.maximum_retry_attempts = match retries {
-            None | Some(-1) => None,
-            Some(n) if (0..=10_000).contains(&n) => u32::try_from(n).ok(),
-            Some(n) => {
-                return Err(format!(
-                    "Lambda refuses MaximumRetryAttempts {n}: it is -1 or 0..10000"
-                ))
-            }
-        };
-        settings.maximum_record_age = match age {
-            None | Some(-1) => None,
-            Some(n) if (60..=604_800).contains(&n) => {
-                u64::try_from(n).ok().map(Duration::from_secs)
-            }
-            Some(n) => {
-                return Err(format!(
-                    "Lambda refuses MaximumRecordAgeInSeconds {n}: it is -1 or 60..604800"
-                ))
-            }
-        };
-        settings.bisect_batch_on_function_error = bisect.unwrap_or(false);
-        // With any on-failure destination Lambda caps "infinite" retries at 10.
-        if on_failure.is_some() && settings.maximum_retry_attempts.is_none() {
-            settings.maximum_retry_attempts = Some(10);
-        }
-        let provisioned_only = [
-            ("MaximumRetryAttempts", retries.is_some()),
-            ("MaximumRecordAgeInSeconds", age.is_some()),
-            ("BisectBatchOnFunctionError", bisect.is_some()),
-            ("DestinationConfig.OnFailure", on_failure.is_some()),
-        ];
-        if pollers.is_none() {
-            if let Some((key, _)) = provisioned_only.iter().find(|(_, set)| *set) {
-                return Err(format!(
-                    "Lambda refuses {key} without ProvisionedPollerConfig: Kafka retry controls and on-failure destinations need provisioned mode"
-                ));
-            }
-        }
-        if let Some((min, max)) = pollers {
-            if !(1..=200).contains(&min) || !(1..=2000).contains(&max) || min > max {
-                return Err(format!(
-                    "Lambda refuses ProvisionedPollerConfig {min}..{max}: MinimumPollers is 1..200, MaximumPollers 1..2000 and at least the minimum"
-                ));
-            }
-        }
-        if let Some((kind, destination)) = &on_failure {
-            if kind == "Kafka" {
-                let topic = destination.trim_start_matches("kafka://");
-                if topics.iter().any(|t| t == topic) {
-                    return Err(format!(
-                        "Lambda refuses the on-failure destination {destination}: it is a source topic"
-                    ));
-                }
-            }
-        }
-        let starting_position = starting
-            .and_then(|(value, _)| scalar_text(&value))
-            .ok_or_else(|| format!("{name}: StartingPosition is required for Kafka"))?;
-        if !matches!(
-            starting_position.as_str(),
-            "TRIM_HORIZON" | "LATEST" | "AT_TIMESTAMP"
-        ) {
-            return Err(format!(
-                "Lambda refuses StartingPosition {starting_position}: TRIM_HORIZON, LATEST or AT_TIMESTAMP"
-            ));
-        }
-        for (key, default) in [
-            ("BatchSize", "100"),
-            ("MaximumBatchingWindowInSeconds", "0.5"),
-            ("MaximumRetryAttempts", "-1"),
-            ("MaximumRecordAgeInSeconds", "-1"),
-            ("BisectBatchOnFunctionError", "false"),
-        ] {
-            if !origins.iter().any(|(k, _, _)| *k == key) {
-                origins.push((key, default.to_owned(), Origin::LambdaDefault));
-            }
-        }
-        Ok(Self {
-            name,
-            settings,
-            topics,
-            consumer_group_id,
-            starting_position,
-            starting_position_timestamp: starting_timestamp,
-            filters,
-            on_failure,
-            pollers,
-            origins,
-        })
-    }
-
-    /// The effective settings, one line each, with where they came from.
-    pub fn describe(&self) -> String {
-        let mut lines = vec![format!("event source mapping {}:", self.name)];
-        for (key, value, origin) in &self.origins {
-            lines.push(format!("  {key} = {value} ({origin})"));
-        }
-        lines.push(format!("  Topics = {}", self.topics.join(", ")));
-        if let Some(group) = &self.consumer_group_id {
-            lines.push(format!("  ConsumerGroupId = {group}"));
-        }
-        lines.push(format!(
-            "  FunctionResponseTypes = {}",
-            if self.settings.report_batch_item_failures {
-                "[ReportBatchItemFailures]"
-            } else {
-                "[] (reported failures are taken as success)"
-            }
-        ));
-        if let Some((min, max)) = self.pollers {
-            lines.push(format!("  ProvisionedPollerConfig = {min}..{max} pollers"));
-        }
-        if let Some((kind, destination)) = &self.on_failure {
-            lines.push(format!(
-                "  DestinationConfig.OnFailure = {kind} ({destination})"
-            ));
-        }
-        for filter in &self.filters {
-            lines.push(format!("  FilterCriteria pattern = {filter}"));
-        }
-        lines.join("\n")
-    }
-}
-
-/// `S3`, `SQS`, `SNS` or `Kafka`, from an ARN, a `kafka://` URL or the resource it names.
-fn destination_kind(destination: &str, resolver: &Resolver<'_>) -> String {
-    if destination.starts_with("kafka://") {
-        return "Kafka".into();
-    }
-    let from_type = resolver.resource_type(destination).map(|kind| match kind {
-        "AWS::S3::Bucket" => "S3",
-        "AWS::SQS::Queue" => "SQS",
-        "AWS::SNS::Topic" => "SNS",
-        _ => "unknown",
-    });
-    let from_arn = || match destination.split(':').nth(2) {
-        Some("s3") => "S3",
-        Some("sqs") => "SQS",
-        Some("sns") => "SNS",
-        _ => "unknown",
-    };
-    from_type.unwrap_or_else(from_arn).to_owned()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     const TEMPLATE: &str = r#"
