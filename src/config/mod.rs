@@ -336,68 +336,8 @@ impl Config {
 
     /// Reads the configuration through `lookup` (the environment in production, a map in tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| {
-            lookup(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        let database = match (get(DATABASE_URL), get(DB_SECRET_ARN)) {
-            (Some(_), Some(_)) => {
-                return Err(problem(
-                    DATABASE_URL,
-                    "and DB_SECRET_ARN are both set: set one of them",
-                ))
-            }
-            (None, None) => {
-                return Err(problem(
-                    DATABASE_URL,
-                    "is not set: give a postgres:// connection URL, or DB_SECRET_ARN",
-                ))
-            }
-            (Some(url), None) => DatabaseSource::Url(Box::new(parse_url(&url)?)),
-            (None, Some(arn)) => {
-                if !arn.starts_with("arn:") {
-                    return Err(problem(
-                        DB_SECRET_ARN,
-                        &format!("is {arn:?}: expected a Secrets Manager ARN"),
-                    ));
-                }
-                DatabaseSource::Secret(SecretRef {
-                    arn,
-                    host: get(DB_HOST),
-                    port: get(DB_PORT)
-                        .map(|_| number(&lookup, DB_PORT, 5432u16, 1..=65535))
-                        .transpose()?,
-                    dbname: get(DB_NAME),
-                })
-            }
-        };
-        let mode = match get(DB_SSL_MODE).as_deref() {
-            None => match database {
-                // Credentials from a secret mean AWS: encrypted and verified unless told otherwise.
-                DatabaseSource::Secret(_) => Some(SslMode::VerifyFull),
-                DatabaseSource::Url(_) => None,
-            },
-            Some("disable") => Some(SslMode::Disable),
-            Some("require") => Some(SslMode::Require),
-            Some("verify-ca") => Some(SslMode::VerifyCa),
-            Some("verify-full") => Some(SslMode::VerifyFull),
-            Some(other) => {
-                return Err(problem(
-                    DB_SSL_MODE,
-                    &format!("is {other:?}: expected disable, require, verify-ca or verify-full"),
-                ))
-            }
-        };
-        let root_cert = get(DB_SSL_ROOT_CERT).map(PathBuf::from);
-        if let Some(path) = &root_cert {
-            if let Err(error) = std::fs::metadata(path) {
-                return Err(problem(
-                    DB_SSL_ROOT_CERT,
-                    &format!("is {}: {error}", path.display()),
-                ));
-            }
-        }
+        let database = database_source(&lookup)?;
+        let tls = tls_settings(&lookup, &database)?;
         let pool_size = number(&lookup, DB_POOL_SIZE, 2, 1..=50)?;
         let connect_timeout =
             Duration::from_millis(number(&lookup, DB_CONNECT_TIMEOUT_MS, 3000, 100..=60_000)?);
@@ -405,7 +345,7 @@ impl Config {
         let cache_capacity =
             NonZeroUsize::new(number(&lookup, CACHE_MAX_ENTRIES, 10_000, 1..=10_000_000)?)
                 .ok_or_else(|| problem(CACHE_MAX_ENTRIES, "must be at least 1"))?;
-        let poison_policy = match get(POISON_RECORD_POLICY).as_deref() {
+        let poison_policy = match value(&lookup, POISON_RECORD_POLICY).as_deref() {
             None | Some("dead-letter") => PoisonPolicy::DeadLetter,
             Some("report") => PoisonPolicy::Report,
             Some(other) => {
@@ -429,7 +369,7 @@ impl Config {
         let sinks = sinks_config(&lookup, poison_policy)?;
         Ok(Self {
             database,
-            tls: TlsSettings { mode, root_cert },
+            tls,
             pool_size,
             connect_timeout,
             cache_ttl,
@@ -444,15 +384,93 @@ impl Config {
     }
 }
 
+/// The variable `name`, trimmed; `None` when unset or blank.
+fn value(lookup: &impl Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    lookup(name)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// The variable `name` as a path to a file that exists.
+fn existing_file(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<Option<PathBuf>, ConfigError> {
+    let path = value(lookup, name).map(PathBuf::from);
+    if let Some(path) = &path {
+        if let Err(error) = std::fs::metadata(path) {
+            return Err(problem(name, &format!("is {}: {error}", path.display())));
+        }
+    }
+    Ok(path)
+}
+
+/// `DATABASE_URL`, or `DB_SECRET_ARN` with its overrides: exactly one of them.
+fn database_source(
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<DatabaseSource, ConfigError> {
+    let get = |name: &str| value(lookup, name);
+    match (get(DATABASE_URL), get(DB_SECRET_ARN)) {
+        (Some(_), Some(_)) => Err(problem(
+            DATABASE_URL,
+            "and DB_SECRET_ARN are both set: set one of them",
+        )),
+        (None, None) => Err(problem(
+            DATABASE_URL,
+            "is not set: give a postgres:// connection URL, or DB_SECRET_ARN",
+        )),
+        (Some(url), None) => Ok(DatabaseSource::Url(Box::new(parse_url(&url)?))),
+        (None, Some(arn)) => {
+            if !arn.starts_with("arn:") {
+                return Err(problem(
+                    DB_SECRET_ARN,
+                    &format!("is {arn:?}: expected a Secrets Manager ARN"),
+                ));
+            }
+            Ok(DatabaseSource::Secret(SecretRef {
+                arn,
+                host: get(DB_HOST),
+                port: get(DB_PORT)
+                    .map(|_| number(lookup, DB_PORT, 5432u16, 1..=65535))
+                    .transpose()?,
+                dbname: get(DB_NAME),
+            }))
+        }
+    }
+}
+
+/// `DB_SSL_MODE` (verified by default with a secret) and `DB_SSL_ROOT_CERT`.
+fn tls_settings(
+    lookup: &impl Fn(&str) -> Option<String>,
+    database: &DatabaseSource,
+) -> Result<TlsSettings, ConfigError> {
+    let mode = match value(lookup, DB_SSL_MODE).as_deref() {
+        None => match database {
+            // Credentials from a secret mean AWS: encrypted and verified unless told otherwise.
+            DatabaseSource::Secret(_) => Some(SslMode::VerifyFull),
+            DatabaseSource::Url(_) => None,
+        },
+        Some("disable") => Some(SslMode::Disable),
+        Some("require") => Some(SslMode::Require),
+        Some("verify-ca") => Some(SslMode::VerifyCa),
+        Some("verify-full") => Some(SslMode::VerifyFull),
+        Some(other) => {
+            return Err(problem(
+                DB_SSL_MODE,
+                &format!("is {other:?}: expected disable, require, verify-ca or verify-full"),
+            ))
+        }
+    };
+    let root_cert = existing_file(lookup, DB_SSL_ROOT_CERT)?;
+    Ok(TlsSettings { mode, root_cert })
+}
+
+/// `SINKS`, and with `kafka` in it the output topic's settings.
 fn sinks_config(
     lookup: &impl Fn(&str) -> Option<String>,
     poison_policy: PoisonPolicy,
 ) -> Result<Sinks, ConfigError> {
-    let get = |name: &str| {
-        lookup(name)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-    };
+    let get = |name: &str| value(lookup, name);
     let (mut postgres, mut kafka) = (false, false);
     for sink in get(SINKS).as_deref().unwrap_or("postgres").split(',') {
         match sink.trim() {
@@ -466,12 +484,21 @@ fn sinks_config(
             }
         }
     }
-    if !kafka {
-        return Ok(Sinks {
-            postgres,
-            kafka: None,
-        });
-    }
+    let kafka = if kafka {
+        Some(kafka_sink(lookup, postgres, poison_policy)?)
+    } else {
+        None
+    };
+    Ok(Sinks { postgres, kafka })
+}
+
+/// The output topic's settings, when `SINKS` includes `kafka`.
+fn kafka_sink(
+    lookup: &impl Fn(&str) -> Option<String>,
+    postgres: bool,
+    poison_policy: PoisonPolicy,
+) -> Result<KafkaSink, ConfigError> {
+    let get = |name: &str| value(lookup, name);
     let required = |name: &'static str| {
         get(name).ok_or_else(|| problem(name, "is not set: SINKS includes kafka"))
     };
@@ -484,43 +511,8 @@ fn sinks_config(
             "is not set: with SINKS=kafka the dead letters go to a topic (or set POISON_RECORD_POLICY=report)",
         ));
     }
-    let protocol = match get(KAFKA_SECURITY_PROTOCOL)
-        .map(|v| v.to_ascii_lowercase())
-        .as_deref()
-    {
-        None | Some("sasl_ssl") => KafkaProtocol::SaslSsl,
-        Some("ssl") => KafkaProtocol::Ssl,
-        Some("sasl_plaintext") => KafkaProtocol::SaslPlaintext,
-        Some("plaintext") => KafkaProtocol::Plaintext,
-        Some(other) => {
-            return Err(problem(
-                KAFKA_SECURITY_PROTOCOL,
-                &format!("is {other:?}: expected sasl_ssl, ssl, sasl_plaintext or plaintext"),
-            ))
-        }
-    };
-    let sasl = match protocol {
-        KafkaProtocol::Plaintext | KafkaProtocol::Ssl => None,
-        KafkaProtocol::SaslPlaintext | KafkaProtocol::SaslSsl => Some(
-            match get(KAFKA_SASL_MECHANISM)
-                .map(|v| v.to_ascii_uppercase())
-                .as_deref()
-            {
-                None | Some("AWS_MSK_IAM") => SaslMechanism::AwsMskIam,
-                Some("SCRAM-SHA-512") => SaslMechanism::ScramSha512,
-                Some("SCRAM-SHA-256") => SaslMechanism::ScramSha256,
-                Some("PLAIN") => SaslMechanism::Plain,
-                Some(other) => {
-                    return Err(problem(
-                        KAFKA_SASL_MECHANISM,
-                        &format!(
-                        "is {other:?}: expected AWS_MSK_IAM, SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN"
-                    ),
-                    ))
-                }
-            },
-        ),
-    };
+    let protocol = kafka_protocol(lookup)?;
+    let sasl = sasl_mechanism(lookup, protocol)?;
     let secret_arn = get(KAFKA_SECRET_ARN);
     match (sasl, &secret_arn) {
         (
@@ -540,34 +532,68 @@ fn sinks_config(
         }
         _ => {}
     }
-    let ca_location = get(KAFKA_SSL_CA_LOCATION).map(PathBuf::from);
-    if let Some(path) = &ca_location {
-        if let Err(error) = std::fs::metadata(path) {
-            return Err(problem(
-                KAFKA_SSL_CA_LOCATION,
-                &format!("is {}: {error}", path.display()),
-            ));
-        }
-    }
+    let ca_location = existing_file(lookup, KAFKA_SSL_CA_LOCATION)?;
     let delivery_timeout = Duration::from_millis(number(
         lookup,
         KAFKA_DELIVERY_TIMEOUT_MS,
         120_000,
         1_000..=900_000,
     )?);
-    Ok(Sinks {
-        postgres,
-        kafka: Some(KafkaSink {
-            bootstrap_servers,
-            topic,
-            dead_letter_topic,
-            protocol,
-            sasl,
-            secret_arn,
-            ca_location,
-            delivery_timeout,
-        }),
+    Ok(KafkaSink {
+        bootstrap_servers,
+        topic,
+        dead_letter_topic,
+        protocol,
+        sasl,
+        secret_arn,
+        ca_location,
+        delivery_timeout,
     })
+}
+
+/// `KAFKA_SECURITY_PROTOCOL`, `sasl_ssl` by default.
+fn kafka_protocol(lookup: &impl Fn(&str) -> Option<String>) -> Result<KafkaProtocol, ConfigError> {
+    match value(lookup, KAFKA_SECURITY_PROTOCOL)
+        .map(|v| v.to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("sasl_ssl") => Ok(KafkaProtocol::SaslSsl),
+        Some("ssl") => Ok(KafkaProtocol::Ssl),
+        Some("sasl_plaintext") => Ok(KafkaProtocol::SaslPlaintext),
+        Some("plaintext") => Ok(KafkaProtocol::Plaintext),
+        Some(other) => Err(problem(
+            KAFKA_SECURITY_PROTOCOL,
+            &format!("is {other:?}: expected sasl_ssl, ssl, sasl_plaintext or plaintext"),
+        )),
+    }
+}
+
+/// `KAFKA_SASL_MECHANISM` (MSK IAM by default) when the protocol has SASL.
+fn sasl_mechanism(
+    lookup: &impl Fn(&str) -> Option<String>,
+    protocol: KafkaProtocol,
+) -> Result<Option<SaslMechanism>, ConfigError> {
+    if matches!(protocol, KafkaProtocol::Plaintext | KafkaProtocol::Ssl) {
+        return Ok(None);
+    }
+    let mechanism = match value(lookup, KAFKA_SASL_MECHANISM)
+        .map(|v| v.to_ascii_uppercase())
+        .as_deref()
+    {
+        None | Some("AWS_MSK_IAM") => SaslMechanism::AwsMskIam,
+        Some("SCRAM-SHA-512") => SaslMechanism::ScramSha512,
+        Some("SCRAM-SHA-256") => SaslMechanism::ScramSha256,
+        Some("PLAIN") => SaslMechanism::Plain,
+        Some(other) => {
+            return Err(problem(
+                KAFKA_SASL_MECHANISM,
+                &format!(
+                    "is {other:?}: expected AWS_MSK_IAM, SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN"
+                ),
+            ))
+        }
+    };
+    Ok(Some(mechanism))
 }
 
 fn parse_url(url: &str) -> Result<PgConnectOptions, ConfigError> {

@@ -24,9 +24,9 @@ use tokio::sync::Notify;
 
 use crate::config::credentials::KafkaUser;
 use crate::config::{KafkaSink, SaslMechanism};
-use crate::kafka::delivery::{Deliveries, Outcome};
+use crate::kafka::delivery::{Deliveries, OpenBatch, Outcome};
 use crate::kafka::msk_iam;
-use crate::kafka::records::{Destination, PartitionOutput, Undelivered};
+use crate::kafka::records::{Destination, OutputRecord, PartitionOutput, Undelivered};
 use crate::lambda::deadline::millis;
 use crate::locks::lock;
 
@@ -263,7 +263,61 @@ impl OutputProducer {
         let enqueue_started = Instant::now();
         let capacity = partitions.iter().map(|p| p.records.len()).sum();
         let batch = built.shared.deliveries.open(capacity);
-        // Each slot's record: its partition's index and its position there.
+        let slots = self
+            .enqueue(built, &batch, partitions, starts, end, &mut failed)
+            .await;
+        tracing::debug!(
+            records = slots.len(),
+            enqueue_ms = millis(enqueue_started.elapsed()),
+            "records handed to the producer"
+        );
+        let refused = wait_for_reports(built, &batch, end).await;
+        let tally = self.tally(
+            built,
+            &batch,
+            partitions,
+            &slots,
+            refused.as_deref(),
+            &mut failed,
+        );
+        if tally.out_of_time {
+            // Not sent yet: never sent after the answer. Sent ones may still be acknowledged;
+            // their reports find the batch closed. The purged records keep the sequence
+            // numbers they were given when enqueued (librdkafka only skips them for an aborted
+            // transaction), so the partition's next records would follow a gap the brokers
+            // refuse: the next invocation starts with a new producer, a new id.
+            built.producer.purge(PurgeConfig::default().queue());
+            built.shared.broken.store(true, Ordering::Relaxed);
+        }
+        let mut producer_lost = tally.producer_lost;
+        if let Some((code, reason)) = built.producer.client().fatal_error() {
+            tracing::error!(code = ?code, "the producer hit a fatal error ({reason}); building a new one");
+            producer_lost = true;
+        }
+        if producer_lost {
+            built.shared.broken.store(true, Ordering::Relaxed);
+        }
+        Attempt {
+            delivered: tally.delivered,
+            failed,
+            producer_lost,
+        }
+    }
+
+    /// Hands each partition's records from `starts[i]` on to librdkafka, waiting while its
+    /// queue is full (until `end`). A record that cannot be enqueued is its partition's
+    /// failure, and the partition's later records are not enqueued. Returns each enqueued
+    /// record's slot: its partition's index and its position there.
+    async fn enqueue(
+        &self,
+        built: &Built,
+        batch: &OpenBatch<'_>,
+        partitions: &[PartitionOutput],
+        starts: &[Option<usize>],
+        end: Instant,
+        failed: &mut [Option<(usize, Undelivered)>],
+    ) -> Vec<(usize, usize)> {
+        let capacity = partitions.iter().map(|p| p.records.len()).sum();
         let mut slots: Vec<(usize, usize)> = Vec::with_capacity(capacity);
         'partitions: for (index, partition) in partitions.iter().enumerate() {
             let Some(first) = starts.get(index).copied().flatten() else {
@@ -273,77 +327,44 @@ impl OutputProducer {
                 let Some(topic) = self.topic_for(record.destination) else {
                     continue;
                 };
-                let slot = slots.len();
-                let Some(opaque) = batch.expect(slot) else {
+                let undelivered = |reason: String| Undelivered {
+                    partition: partition.key.clone(),
+                    offset: record.offset,
+                    reason,
+                };
+                let Some(opaque) = batch.expect(slots.len()) else {
                     // More records than one batch counts (2^32): the rest go next time.
-                    first_failure(&mut failed[index], position, || Undelivered {
-                        partition: partition.key.clone(),
-                        offset: record.offset,
-                        reason: "more records than one invocation can produce".to_owned(),
+                    first_failure(&mut failed[index], position, || {
+                        undelivered("more records than one invocation can produce".to_owned())
                     });
                     continue 'partitions;
                 };
-                let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-                for (name, value) in &record.headers {
-                    headers = headers.insert(Header {
-                        key: name,
-                        value: value.as_deref(),
-                    });
-                }
-                let mut message =
-                    BaseRecord::<[u8], [u8], usize>::with_opaque_to(topic, opaque).headers(headers);
-                if let Some(key) = &record.key {
-                    message = message.key(&key[..]);
-                }
-                if let Some(value) = &record.value {
-                    message = message.payload(&value[..]);
-                }
-                loop {
-                    match built.producer.send(message) {
-                        Ok(()) => {
-                            slots.push((index, position));
-                            break;
-                        }
-                        // librdkafka's queue is full: wait for deliveries to make room.
-                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
-                            if Instant::now() < end =>
-                        {
-                            message = back;
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
-                        Err((error, _)) => {
-                            batch.not_enqueued();
-                            let reason = self.describe(&error, built, topic);
-                            first_failure(&mut failed[index], position, || Undelivered {
-                                partition: partition.key.clone(),
-                                offset: record.offset,
-                                reason,
-                            });
-                            continue 'partitions;
-                        }
+                match send(&built.producer, message(topic, opaque, record), end).await {
+                    Ok(()) => slots.push((index, position)),
+                    Err(error) => {
+                        batch.not_enqueued();
+                        let reason = self.describe(&error, built, topic);
+                        first_failure(&mut failed[index], position, || undelivered(reason));
+                        continue 'partitions;
                     }
                 }
             }
         }
-        tracing::debug!(
-            records = slots.len(),
-            enqueue_ms = millis(enqueue_started.elapsed()),
-            "records handed to the producer"
-        );
+        slots
+    }
 
-        // One wait for all the reports, cut short by the deadline or a refused connection.
-        let refused = tokio::select! {
-            () = batch.all_reported() => None,
-            () = tokio::time::sleep_until(end.into()) => None,
-            () = built.shared.refused.notified() => Some(format!(
-                "the brokers refused the connection: {} (check KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, KAFKA_SECRET_ARN and KAFKA_SSL_CA_LOCATION, or the role's kafka-cluster:Connect permission)",
-                last_error(built).unwrap_or_else(|| "no reason given".to_owned())
-            )),
-        };
-
-        let mut delivered = 0;
-        let mut producer_lost = false;
-        let mut out_of_time = false;
+    /// What the reports of the enqueued records say: how many were delivered, and each
+    /// partition's first record that was not (kept in `failed`, with the reason).
+    fn tally(
+        &self,
+        built: &Built,
+        batch: &OpenBatch<'_>,
+        partitions: &[PartitionOutput],
+        slots: &[(usize, usize)],
+        refused: Option<&str>,
+        failed: &mut [Option<(usize, Undelivered)>],
+    ) -> Tally {
+        let mut tally = Tally::default();
         for (slot, &(index, position)) in slots.iter().enumerate() {
             let partition = &partitions[index];
             let record = &partition.records[position];
@@ -357,25 +378,20 @@ impl OutputProducer {
             }
             let reason = match batch.outcome(slot) {
                 Outcome::Delivered => {
-                    delivered += 1;
+                    tally.delivered += 1;
                     continue;
                 }
                 Outcome::Failed(error) => {
-                    producer_lost |= error.rdkafka_error_code().is_some_and(ends_the_producer);
+                    tally.producer_lost |=
+                        error.rdkafka_error_code().is_some_and(ends_the_producer);
                     let topic = self.topic_for(record.destination).unwrap_or_default();
                     self.describe(&error, built, topic)
                 }
                 Outcome::Pending => {
-                    out_of_time = true;
-                    match &refused {
-                        Some(reason) => reason.clone(),
-                        None => {
-                            let mut reason = "no delivery report before the deadline (the function's timeout minus DEADLINE_MARGIN_MS)".to_owned();
-                            if let Some(error) = last_error(built) {
-                                reason.push_str(&format!("; the client's last error: {error}"));
-                            }
-                            reason
-                        }
+                    tally.out_of_time = true;
+                    match refused {
+                        Some(reason) => reason.to_owned(),
+                        None => no_report_in_time(built),
                     }
                 }
             };
@@ -385,27 +401,7 @@ impl OutputProducer {
                 reason,
             });
         }
-        if out_of_time {
-            // Not sent yet: never sent after the answer. Sent ones may still be acknowledged;
-            // their reports find the batch closed. The purged records keep the sequence
-            // numbers they were given when enqueued (librdkafka only skips them for an aborted
-            // transaction), so the partition's next records would follow a gap the brokers
-            // refuse: the next invocation starts with a new producer, a new id.
-            built.producer.purge(PurgeConfig::default().queue());
-            built.shared.broken.store(true, Ordering::Relaxed);
-        }
-        if let Some((code, reason)) = built.producer.client().fatal_error() {
-            tracing::error!(code = ?code, "the producer hit a fatal error ({reason}); building a new one");
-            producer_lost = true;
-        }
-        if producer_lost {
-            built.shared.broken.store(true, Ordering::Relaxed);
-        }
-        Attempt {
-            delivered,
-            failed,
-            producer_lost,
-        }
+        tally
     }
 
     /// The producer to use, built again first when the last one broke or its token is stale.
@@ -555,6 +551,85 @@ fn first_failure(
     if slot.as_ref().is_none_or(|(at, _)| position < *at) {
         *slot = Some((position, undelivered()));
     }
+}
+
+/// What the delivery reports of one attempt said, beyond each partition's first failure.
+#[derive(Default)]
+struct Tally {
+    delivered: usize,
+    /// A report said this producer cannot deliver any more.
+    producer_lost: bool,
+    /// Some records had no report by the deadline.
+    out_of_time: bool,
+}
+
+/// `record` as librdkafka takes it, to `topic`, its delivery report going to slot `opaque`.
+fn message<'r>(
+    topic: &'r str,
+    opaque: usize,
+    record: &'r OutputRecord,
+) -> BaseRecord<'r, [u8], [u8], usize> {
+    let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+    for (name, value) in &record.headers {
+        headers = headers.insert(Header {
+            key: name,
+            value: value.as_deref(),
+        });
+    }
+    let mut message =
+        BaseRecord::<[u8], [u8], usize>::with_opaque_to(topic, opaque).headers(headers);
+    if let Some(key) = &record.key {
+        message = message.key(&key[..]);
+    }
+    if let Some(value) = &record.value {
+        message = message.payload(&value[..]);
+    }
+    message
+}
+
+/// Enqueues `message`; while librdkafka's queue is full, waits for deliveries to make room,
+/// until `end`.
+async fn send(
+    producer: &ThreadedProducer<Callbacks>,
+    mut message: BaseRecord<'_, [u8], [u8], usize>,
+    end: Instant,
+) -> Result<(), KafkaError> {
+    loop {
+        match producer.send(message) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                if Instant::now() < end =>
+            {
+                message = back;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err((error, _)) => return Err(error),
+        }
+    }
+}
+
+/// Waits once for every report of `batch`, cut short by `end` or a refused connection, whose
+/// reason it returns.
+async fn wait_for_reports(built: &Built, batch: &OpenBatch<'_>, end: Instant) -> Option<String> {
+    tokio::select! {
+        () = batch.all_reported() => None,
+        () = tokio::time::sleep_until(end.into()) => None,
+        () = built.shared.refused.notified() => Some(format!(
+            "the brokers refused the connection: {} (check KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, KAFKA_SECRET_ARN and KAFKA_SSL_CA_LOCATION, or the role's kafka-cluster:Connect permission)",
+            last_error(built).unwrap_or_else(|| "no reason given".to_owned())
+        )),
+    }
+}
+
+/// Why a record has no delivery report at the deadline, with the client's last error if any.
+fn no_report_in_time(built: &Built) -> String {
+    let mut reason =
+        "no delivery report before the deadline (the function's timeout minus DEADLINE_MARGIN_MS)"
+            .to_owned();
+    if let Some(error) = last_error(built) {
+        reason.push_str(&format!("; the client's last error: {error}"));
+    }
+    reason
 }
 
 fn last_error(built: &Built) -> Option<String> {

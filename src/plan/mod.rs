@@ -231,56 +231,7 @@ impl Planner {
                 Payload::Order(order) => {
                     self.plan.counts.orders += 1;
                     progress.first_pending.get_or_insert(offset);
-                    let clock_ms = record.source.timestamp_ms;
-                    let index = self.plan.orders.len();
-                    let hash = self.hasher.hash_one(order.order_no());
-                    let mut first_record = false;
-                    let round = match self.seen.find_mut(hash, |seen| {
-                        self.plan.orders[seen.index].order.order_no() == order.order_no()
-                    }) {
-                        // A later record of the same order in the same partition: it wins,
-                        // and the order's clock in this partition never goes back.
-                        Some(earlier) if earlier.partition == partition_number => {
-                            self.plan.counts.superseded += 1;
-                            let earlier = &mut self.plan.orders[earlier.index];
-                            earlier.clock_ms = earlier.clock_ms.max(clock_ms);
-                            earlier.order = order;
-                            earlier.source = record.source;
-                            continue;
-                        }
-                        // Its first record in this partition, after others: another round.
-                        Some(earlier) => {
-                            let round = earlier.partitions;
-                            *earlier = Seen {
-                                partitions: round + 1,
-                                partition: partition_number,
-                                index,
-                            };
-                            round
-                        }
-                        None => {
-                            first_record = true;
-                            0
-                        }
-                    };
-                    self.plan.orders.push(PlannedOrder {
-                        order,
-                        source: record.source,
-                        clock_ms,
-                        round,
-                    });
-                    if first_record {
-                        let orders = &self.plan.orders;
-                        self.seen.insert_unique(
-                            hash,
-                            Seen {
-                                partitions: 1,
-                                partition: partition_number,
-                                index,
-                            },
-                            |seen| self.hasher.hash_one(orders[seen.index].order.order_no()),
-                        );
-                    }
+                    self.add_order(partition_number, record.source, order);
                 }
                 Payload::Poison(poison) => match self.policy {
                     PoisonPolicy::DeadLetter => {
@@ -305,6 +256,62 @@ impl Planner {
         self.plan.counts.held_back += held_back;
         self.plan.counts.received += held_back;
         self.plan.partitions.push(progress);
+    }
+
+    /// Plans `order`, from the record at `source` of the batch's partition `partition_number`:
+    /// it replaces the earlier record of its number in the same partition, or is written in
+    /// the next round after the partitions that had it before.
+    fn add_order(&mut self, partition_number: usize, source: SourcePosition, order: Order) {
+        let clock_ms = source.timestamp_ms;
+        let index = self.plan.orders.len();
+        let hash = self.hasher.hash_one(order.order_no());
+        let mut first_record = false;
+        let round = match self.seen.find_mut(hash, |seen| {
+            self.plan.orders[seen.index].order.order_no() == order.order_no()
+        }) {
+            // A later record of the same order in the same partition: it wins, and the
+            // order's clock in this partition never goes back.
+            Some(earlier) if earlier.partition == partition_number => {
+                self.plan.counts.superseded += 1;
+                let earlier = &mut self.plan.orders[earlier.index];
+                earlier.clock_ms = earlier.clock_ms.max(clock_ms);
+                earlier.order = order;
+                earlier.source = source;
+                return;
+            }
+            // Its first record in this partition, after others: another round.
+            Some(earlier) => {
+                let round = earlier.partitions;
+                *earlier = Seen {
+                    partitions: round + 1,
+                    partition: partition_number,
+                    index,
+                };
+                round
+            }
+            None => {
+                first_record = true;
+                0
+            }
+        };
+        self.plan.orders.push(PlannedOrder {
+            order,
+            source,
+            clock_ms,
+            round,
+        });
+        if first_record {
+            let orders = &self.plan.orders;
+            self.seen.insert_unique(
+                hash,
+                Seen {
+                    partitions: 1,
+                    partition: partition_number,
+                    index,
+                },
+                |seen| self.hasher.hash_one(orders[seen.index].order.order_no()),
+            );
+        }
     }
 
     /// The plan of every partition added.

@@ -308,79 +308,15 @@ async fn streamed_attempt(
     let work = async {
         let tx = &mut tx;
         let started = Instant::now();
-        let mut gave_way = None;
-        let mut copied = 0;
-        {
-            let mut copy = statements::OrdersCopy::new_orders(tx).await?;
-            // The orders planned so far and not yet sent: the first partition's, whose
-            // customers were found cached above (no earlier partition has orders to repeat).
-            let mut sent = 0;
-            loop {
-                let orders = &streaming.stream.plan().orders[sent..];
-                if let Err(error) = copy.add(orders, &locations).await {
-                    return Err(Attempt::Failed(copy.fail(error).await));
-                }
-                // Only the last partition planned has orders not sent yet.
-                if let Some(partition) = streaming.stream.plan().partitions.last() {
-                    streaming.tap.streamed(&partition.key, orders, &locations);
-                }
-                sent += orders.len();
-                if !streaming.stream.advance() {
-                    break;
-                }
-                let orders = &streaming.stream.plan().orders[sent..];
-                if orders.iter().any(|planned| planned.round > 0) {
-                    gave_way = Some(GaveWay::OrderInSeveralPartitions);
-                    break;
-                }
-                if !cache_covers(cache, orders, &mut locations) {
-                    gave_way = Some(GaveWay::CustomerNotCached);
-                    break;
-                }
-            }
-            match gave_way {
-                None => match copy.finish().await {
-                    Ok(rows) => copied = rows,
-                    Err(error) if statements::met_existing_order(&error) => {
-                        gave_way = Some(GaveWay::OrderExists);
-                    }
-                    Err(error) => return Err(Attempt::Failed(error)),
-                },
-                Some(why) => copy.abort(&format!("{why:?}")).await?,
-            }
-        }
+        let (gave_way, copied) = stream_copy(tx, cache, streaming, &mut locations).await?;
         let plan = complete(streaming.stream, streaming.tap);
-        match gave_way {
+        let locations = match gave_way {
             None => {
-                stats.lookup = LookupStats {
-                    cache_hits: locations.len(),
-                    ..LookupStats::default()
-                };
-                stats.write = WriteStats {
-                    orders_changed: i64::try_from(copied).unwrap_or(i64::MAX),
-                    customers_not_found: statements::customers_not_found(&plan, &locations),
-                    round_trips: 1,
-                    streamed: true,
-                    ..WriteStats::default()
-                };
-                stats.write.dead_letters_inserted =
-                    statements::write_dead_letters(tx, &plan, &mut stats.write).await?;
+                finish_streamed(tx, &plan, copied, &locations, stats).await?;
+                locations
             }
-            Some(why) => {
-                tracing::debug!(reason = ?why, "the streamed COPY gives way to the general write");
-                statements::undo_direct_copy(tx).await?;
-                let lookup_started = Instant::now();
-                let (found, lookup) = enrich::locate(tx, cache, &plan.distinct_customers()).await?;
-                stats.lookup = lookup;
-                stats.lookup_ms = millis(lookup_started.elapsed());
-                stats.write = if why == GaveWay::OrderExists {
-                    statements::write_upserting(tx, &plan, &found).await?
-                } else {
-                    statements::write(tx, &plan, &found).await?
-                };
-                locations = found;
-            }
-        }
+            Some(why) => give_way(tx, cache, &plan, why, stats).await?,
+        };
         stats.write_ms = millis(started.elapsed());
         Ok::<_, Attempt>(locations)
     };
@@ -398,6 +334,105 @@ async fn streamed_attempt(
         discard(&mut connection);
     }
     Some(committed.map(|()| locations))
+}
+
+/// Streams the stream's new orders into the direct `COPY` a partition at a time, planning the
+/// next partition while the server stores the last; `locations` gains each partition's cached
+/// customers. Stops early, aborting the `COPY`, when a partition gives the general write the
+/// batch; a `COPY` that meets an existing order gives way too. Returns why it gave way, if it
+/// did, and else the rows copied.
+async fn stream_copy(
+    tx: &mut PgTransaction<'_>,
+    cache: &Mutex<LocationCache>,
+    streaming: &mut Streaming<'_, '_, '_>,
+    locations: &mut Locations,
+) -> Result<(Option<GaveWay>, u64), Attempt> {
+    let mut copy = statements::OrdersCopy::new_orders(tx).await?;
+    // The orders planned so far and not yet sent: the first partition's, whose customers were
+    // found cached by the caller (no earlier partition has orders to repeat).
+    let mut sent = 0;
+    let gave_way = loop {
+        let orders = &streaming.stream.plan().orders[sent..];
+        if let Err(error) = copy.add(orders, locations).await {
+            return Err(Attempt::Failed(copy.fail(error).await));
+        }
+        // Only the last partition planned has orders not sent yet.
+        if let Some(partition) = streaming.stream.plan().partitions.last() {
+            streaming.tap.streamed(&partition.key, orders, locations);
+        }
+        sent += orders.len();
+        if !streaming.stream.advance() {
+            break None;
+        }
+        let orders = &streaming.stream.plan().orders[sent..];
+        if orders.iter().any(|planned| planned.round > 0) {
+            break Some(GaveWay::OrderInSeveralPartitions);
+        }
+        if !cache_covers(cache, orders, locations) {
+            break Some(GaveWay::CustomerNotCached);
+        }
+    };
+    match gave_way {
+        None => match copy.finish().await {
+            Ok(rows) => Ok((None, rows)),
+            Err(error) if statements::met_existing_order(&error) => {
+                Ok((Some(GaveWay::OrderExists), 0))
+            }
+            Err(error) => Err(Attempt::Failed(error)),
+        },
+        Some(why) => {
+            copy.abort(&format!("{why:?}")).await?;
+            Ok((Some(why), 0))
+        }
+    }
+}
+
+/// After a streamed `COPY` that held: the counts it stands for, and the dead letters.
+async fn finish_streamed(
+    tx: &mut PgTransaction<'_>,
+    plan: &Plan,
+    copied: u64,
+    locations: &Locations,
+    stats: &mut IoStats,
+) -> Result<(), Attempt> {
+    stats.lookup = LookupStats {
+        cache_hits: locations.len(),
+        ..LookupStats::default()
+    };
+    stats.write = WriteStats {
+        orders_changed: i64::try_from(copied).unwrap_or(i64::MAX),
+        customers_not_found: statements::customers_not_found(plan, locations),
+        round_trips: 1,
+        streamed: true,
+        ..WriteStats::default()
+    };
+    stats.write.dead_letters_inserted =
+        statements::write_dead_letters(tx, plan, &mut stats.write).await?;
+    Ok(())
+}
+
+/// The general write, in the transaction of a streamed attempt that gave way `why`: the
+/// `COPY`'s rows undone, the whole batch looked up and written (upserted when an order exists
+/// already). Returns the locations it used.
+async fn give_way(
+    tx: &mut PgTransaction<'_>,
+    cache: &Mutex<LocationCache>,
+    plan: &Plan,
+    why: GaveWay,
+    stats: &mut IoStats,
+) -> Result<Locations, Attempt> {
+    tracing::debug!(reason = ?why, "the streamed COPY gives way to the general write");
+    statements::undo_direct_copy(tx).await?;
+    let lookup_started = Instant::now();
+    let (found, lookup) = enrich::locate(tx, cache, &plan.distinct_customers()).await?;
+    stats.lookup = lookup;
+    stats.lookup_ms = millis(lookup_started.elapsed());
+    stats.write = if why == GaveWay::OrderExists {
+        statements::write_upserting(tx, plan, &found).await?
+    } else {
+        statements::write(tx, plan, &found).await?
+    };
+    Ok(found)
 }
 
 /// Adds to `locations` the cached locations of `orders`' customers it does not have yet;
