@@ -6,7 +6,7 @@ mod run;
 mod single;
 mod topic;
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use clap::ArgMatches;
 use esm_local::batch::EventSource;
@@ -63,7 +63,7 @@ pub(crate) fn runner_cap() -> usize {
 }
 
 /// The text of `file`, or an error naming it.
-pub(crate) fn read(file: &PathBuf) -> Result<String, Error> {
+pub(crate) fn read(file: &Path) -> Result<String, Error> {
     std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()).into())
 }
 

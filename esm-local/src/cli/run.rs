@@ -2,7 +2,7 @@
 //! `--template`), then the runner until the sources are drained or a signal stops it.
 
 use std::io::IsTerminal as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +15,7 @@ use esm_local::on_failure::destination::Destination;
 use esm_local::rules::Settings;
 use esm_local::runner::{self, RunOptions, Source};
 use esm_local::source::file_topic::FileTopic;
+use esm_local::template::Mapping;
 #[cfg(feature = "kafka")]
 use esm_local::EVENT_SOURCE_ARN;
 
@@ -194,7 +195,17 @@ pub(crate) fn apply_template(args: &mut RunArgs, matches: &ArgMatches) -> Result
     let Some(path) = args.template.clone() else {
         return Ok(());
     };
-    let text = read(&path)?;
+    let mapping = read_mapping(args, &path)?;
+    eprintln!("esm-local: {} ({})", mapping.describe(), path.display());
+    take_settings(args, matches, &mapping);
+    take_on_failure(args, &mapping);
+    Ok(())
+}
+
+/// The mapping `--template` deploys, with `samconfig.toml` beside it (for `--config-env`) and
+/// `--parameter-overrides`.
+fn read_mapping(args: &RunArgs, path: &Path) -> Result<Mapping, Error> {
+    let text = read(path)?;
     let samconfig_path = path.with_file_name("samconfig.toml");
     let samconfig_text = match (&args.config_env, samconfig_path.exists()) {
         (_, true) => Some(read(&samconfig_path)?),
@@ -216,14 +227,18 @@ pub(crate) fn apply_template(args: &mut RunArgs, matches: &ArgMatches) -> Result
                 .ok_or_else(|| format!("--parameter-overrides {pair}: expected KEY=VALUE"))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let mapping = esm_local::template::read(
+    esm_local::template::read(
         &text,
         args.event.as_deref(),
         samconfig_text.as_deref().map(|text| (text, env.as_str())),
         &overrides,
     )
-    .map_err(|e| format!("{}: {e}", path.display()))?;
-    eprintln!("esm-local: {} ({})", mapping.describe(), path.display());
+    .map_err(|e| format!("{}: {e}", path.display()).into())
+}
+
+/// Each delivery setting of `mapping` for which no flag was given on the command line; says
+/// which flags were kept.
+fn take_settings(args: &mut RunArgs, matches: &ArgMatches, mapping: &Mapping) {
     let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
     let mut kept = Vec::new();
     let mut take = |id: &'static str, apply: &mut dyn FnMut()| {
@@ -278,6 +293,11 @@ pub(crate) fn apply_template(args: &mut RunArgs, matches: &ArgMatches) -> Result
             kept.join(", ")
         );
     }
+}
+
+/// The template's on-failure destination, unless a flag chose one: a `kafka://` topic on the
+/// source's broker, else a local file of S3-form documents standing in for it.
+fn take_on_failure(args: &mut RunArgs, mapping: &Mapping) {
     if let Some((kind, destination)) = &mapping.on_failure {
         let chosen = args.on_failure_file.is_some()
             || args.on_failure_sqs.is_some()
@@ -296,7 +316,6 @@ pub(crate) fn apply_template(args: &mut RunArgs, matches: &ArgMatches) -> Result
             args.on_failure_file = Some(stand_in);
         }
     }
-    Ok(())
 }
 
 pub(crate) async fn run_mapping(args: RunArgs) -> Result<(), Error> {

@@ -68,6 +68,78 @@ pub struct KafkaSource {
     start: BTreeMap<TopicPartition, i64>,
 }
 
+/// Every partition of `topics`, in topic and partition order; an error naming a topic that
+/// does not exist.
+fn topic_partitions(
+    consumer: &StreamConsumer,
+    connection: &Connection,
+    topics: &[String],
+) -> Result<Vec<TopicPartition>, Error> {
+    let mut partitions = Vec::new();
+    for topic in topics {
+        let metadata = blocking(|| consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT))
+            .map_err(|e| {
+                format!(
+                    "reading the metadata of topic {topic} from {}: {e}",
+                    connection.bootstrap_servers
+                )
+            })?;
+        let found = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .ok_or_else(|| {
+                format!(
+                    "topic {topic} does not exist on {}",
+                    connection.bootstrap_servers
+                )
+            })?;
+        let mut ids: Vec<i32> = found.partitions().iter().map(|p| p.id()).collect();
+        ids.sort_unstable();
+        partitions.extend(
+            ids.into_iter()
+                .map(|id| TopicPartition::new(topic.clone(), id)),
+        );
+    }
+    Ok(partitions)
+}
+
+/// Where reading `p` starts: the group's committed offset, else the starting position, within
+/// the partition's low and high watermarks.
+fn start_offset(
+    consumer: &StreamConsumer,
+    p: &TopicPartition,
+    committed: Option<i64>,
+    starting: StartingPosition,
+) -> Result<i64, Error> {
+    let (low, high) =
+        blocking(|| consumer.fetch_watermarks(&p.topic, p.partition, METADATA_TIMEOUT))
+            .map_err(|e| format!("reading the offsets of {p}: {e}"))?;
+    let offset = match (committed, starting) {
+        (Some(n), _) => n,
+        (None, StartingPosition::TrimHorizon) => low,
+        (None, StartingPosition::Latest) => high,
+        (None, StartingPosition::AtTimestamp(ms)) => {
+            let mut query = TopicPartitionList::new();
+            query
+                .add_partition_offset(&p.topic, p.partition, Offset::Offset(ms))
+                .map_err(|e| format!("{p}: {e}"))?;
+            let found = blocking(|| consumer.offsets_for_times(query, METADATA_TIMEOUT))
+                .map_err(|e| format!("looking up offsets at {ms} ms in {p}: {e}"))?;
+            match found
+                .find_partition(&p.topic, p.partition)
+                .map(|elem| elem.offset())
+            {
+                Some(Offset::Offset(n)) => n,
+                // No record at or after the timestamp: start at the end.
+                _ => high,
+            }
+        }
+    };
+    Ok(offset.clamp(low, high))
+}
+
 impl KafkaSource {
     /// Joins `group` on `topics`, starting where the group committed or at `starting`.
     pub async fn connect(
@@ -92,33 +164,7 @@ impl KafkaSource {
             )
             .create()
             .map_err(|e| format!("creating the Kafka consumer: {e}"))?;
-        let mut partitions = Vec::new();
-        for topic in topics {
-            let metadata = blocking(|| consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT))
-                .map_err(|e| {
-                    format!(
-                        "reading the metadata of topic {topic} from {}: {e}",
-                        connection.bootstrap_servers
-                    )
-                })?;
-            let found = metadata
-                .topics()
-                .iter()
-                .find(|t| t.name() == topic)
-                .filter(|t| t.error().is_none() && !t.partitions().is_empty())
-                .ok_or_else(|| {
-                    format!(
-                        "topic {topic} does not exist on {}",
-                        connection.bootstrap_servers
-                    )
-                })?;
-            let mut ids: Vec<i32> = found.partitions().iter().map(|p| p.id()).collect();
-            ids.sort_unstable();
-            partitions.extend(
-                ids.into_iter()
-                    .map(|id| TopicPartition::new(topic.clone(), id)),
-            );
-        }
+        let partitions = topic_partitions(&consumer, connection, topics)?;
         let mut wanted = TopicPartitionList::new();
         for p in &partitions {
             wanted.add_partition(&p.topic, p.partition);
@@ -135,31 +181,7 @@ impl KafkaSource {
                     Offset::Offset(n) if n >= 0 => Some(n),
                     _ => None,
                 });
-            let (low, high) =
-                blocking(|| consumer.fetch_watermarks(&p.topic, p.partition, METADATA_TIMEOUT))
-                    .map_err(|e| format!("reading the offsets of {p}: {e}"))?;
-            let offset = match (committed, starting) {
-                (Some(n), _) => n,
-                (None, StartingPosition::TrimHorizon) => low,
-                (None, StartingPosition::Latest) => high,
-                (None, StartingPosition::AtTimestamp(ms)) => {
-                    let mut query = TopicPartitionList::new();
-                    query
-                        .add_partition_offset(&p.topic, p.partition, Offset::Offset(ms))
-                        .map_err(|e| format!("{p}: {e}"))?;
-                    let found = blocking(|| consumer.offsets_for_times(query, METADATA_TIMEOUT))
-                        .map_err(|e| format!("looking up offsets at {ms} ms in {p}: {e}"))?;
-                    match found
-                        .find_partition(&p.topic, p.partition)
-                        .map(|elem| elem.offset())
-                    {
-                        Some(Offset::Offset(n)) => n,
-                        // No record at or after the timestamp: start at the end.
-                        _ => high,
-                    }
-                }
-            };
-            let offset = offset.clamp(low, high);
+            let offset = start_offset(&consumer, p, committed, starting)?;
             assignment
                 .add_partition_offset(&p.topic, p.partition, Offset::Offset(offset))
                 .map_err(|e| format!("{p}: {e}"))?;
