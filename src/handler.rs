@@ -8,12 +8,12 @@ use lambda_runtime::{Context, Diagnostic};
 
 use crate::decode::event::{KafkaEvent, PartitionKey};
 use crate::enrich::location::Locations;
-use crate::kafka::producer::{OutputProducer, ProduceReport};
-use crate::kafka::records::{self, OrderRecords, PartitionOutput};
+use crate::kafka::producer::{ProduceReport, Producer};
+use crate::kafka::records::{self, OrderRecords, PartitionRecords};
 use crate::lambda::deadline::{self, epoch_ms, millis};
 use crate::plan::stream::PlanStream;
 use crate::plan::{Plan, PlannedOrder, WriteOutcome};
-use crate::postgres::write::{self, IoStats, WriteTap, Written};
+use crate::postgres::write::{self, DatabaseStats, WriteTap, Written};
 use crate::postgres::WriteFailure;
 use crate::report::metrics;
 use crate::report::response::{self, BatchResponse};
@@ -111,7 +111,7 @@ pub async fn process(
 ) -> (BatchResponse, Summary) {
     let started = Instant::now();
     let mut stream = PlanStream::new(event, app.poison_policy);
-    let mut ahead = OutputAhead {
+    let mut ahead = RecordsAhead {
         app,
         built: None,
         streamed: None,
@@ -157,16 +157,16 @@ pub async fn process(
 }
 
 /// The output records prepared while the database works (with the output topic as a sink).
-struct OutputAhead<'a> {
+struct RecordsAhead<'a> {
     app: &'a App,
     /// Built on another thread from the complete plan.
-    built: Option<tokio::task::JoinHandle<(Locations, Vec<PartitionOutput>)>>,
+    built: Option<tokio::task::JoinHandle<(Locations, Vec<PartitionRecords>)>>,
     /// Built a partition at a time, on this thread, as the write streamed the partitions: the
     /// server stores the rows meanwhile, and a second thread would compete with the decoding.
     streamed: Option<OrderRecords>,
 }
 
-impl WriteTap for OutputAhead<'_> {
+impl WriteTap for RecordsAhead<'_> {
     fn planned(&mut self, plan: &Arc<Plan>) {
         plan.log_records_set_aside();
         // A write that stopped streaming before the last partition built only some records.
@@ -196,7 +196,7 @@ impl WriteTap for OutputAhead<'_> {
 fn build_output_ahead(
     app: &App,
     plan: &Arc<Plan>,
-) -> Option<tokio::task::JoinHandle<(Locations, Vec<PartitionOutput>)>> {
+) -> Option<tokio::task::JoinHandle<(Locations, Vec<PartitionRecords>)>> {
     app.producer.as_ref()?;
     if plan.orders.is_empty() {
         return None;
@@ -215,11 +215,11 @@ fn build_output_ahead(
 /// when they still hold, else built now; and whether they were built ahead.
 async fn output_records(
     plan: &Plan,
-    io: &IoStats,
+    io: &DatabaseStats,
     locations: &Locations,
-    ahead: OutputAhead<'_>,
+    ahead: RecordsAhead<'_>,
     dead_letters_to_kafka: bool,
-) -> (Vec<PartitionOutput>, bool) {
+) -> (Vec<PartitionRecords>, bool) {
     // The records built while the database worked hold, unless the write used other
     // locations (a cache entry expired in between) or the database refused orders.
     let built_ahead = match (ahead.streamed, ahead.built) {
@@ -246,8 +246,8 @@ async fn output_records(
 /// Produces the records to the output topic and waits for their delivery reports, never past
 /// `deadline`.
 async fn produce(
-    producer: &OutputProducer,
-    (records, records_built_ahead): (Vec<PartitionOutput>, bool),
+    producer: &Producer,
+    (records, records_built_ahead): (Vec<PartitionRecords>, bool),
     deadline: Option<Instant>,
 ) -> (ProduceReport, bool) {
     let report = Box::pin(producer.produce(&records, deadline)).await;
@@ -266,7 +266,7 @@ async fn produce(
 /// Frees the batch's output records (about 70,000 allocations for 10,000 orders) on a blocking
 /// thread: librdkafka holds its own copies once they are enqueued, and freeing them here would
 /// delay the response by about a millisecond (measured in `end_to_end`) for nothing.
-fn free_off_the_response_path(records: Vec<PartitionOutput>) {
+fn free_off_the_response_path(records: Vec<PartitionRecords>) {
     drop(tokio::task::spawn_blocking(move || drop(records)));
 }
 
@@ -275,7 +275,7 @@ fn free_off_the_response_path(records: Vec<PartitionOutput>) {
 fn summarize(
     app: &App,
     plan: &Plan,
-    io: IoStats,
+    io: DatabaseStats,
     failure: Option<WriteFailure>,
     response: &BatchResponse,
     produced: Option<(ProduceReport, bool)>,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::config::credentials::{self, CredentialError, Credentials};
 use crate::config::{Config, MetricsConfig, PoisonPolicy};
 use crate::enrich::cache::LocationCache;
-use crate::kafka::producer::{OutputProducer, ProducerError};
+use crate::kafka::producer::{Producer, ProducerError};
 use crate::postgres::database::Database;
 
 /// What lives for the whole execution environment and is reused by every invocation.
@@ -19,7 +19,7 @@ pub struct App {
     pub(crate) deadline_margin: Duration,
     pub(crate) metrics: MetricsConfig,
     /// The output topic's producer (`SINKS` has `kafka`).
-    pub(crate) producer: Option<OutputProducer>,
+    pub(crate) producer: Option<Producer>,
 }
 
 /// Why the execution environment cannot start.
@@ -55,7 +55,7 @@ impl App {
                     Some(arn) => Some(credentials::read_kafka_user(arn).await?),
                     None => None,
                 };
-                Some(OutputProducer::new(sink.clone(), user)?)
+                Some(Producer::new(sink.clone(), user)?)
             }
         };
         Ok(Self {

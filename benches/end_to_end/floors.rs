@@ -131,7 +131,7 @@ pub(crate) async fn unnest_write(
 pub(crate) fn producer_floor(
     producer: &rdkafka::producer::BaseProducer,
     topic: &str,
-    records: &[msk_order_enricher::kafka::records::PartitionOutput],
+    records: &[msk_order_enricher::kafka::records::PartitionRecords],
 ) -> Duration {
     use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{BaseRecord, Producer as _};

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use esm_local::runtime_api::{Outcome, RuntimeApi};
+use esm_local::runtime_api::{Answer, RuntimeApi};
 use msk_order_enricher::decode::event::KafkaEvent;
 use msk_order_enricher::report::response::BatchResponse;
 use tokio::process::Child;
@@ -108,11 +108,11 @@ pub(crate) async fn invoke(function: &Function, event: &KafkaEvent<'_>) -> Durat
         .expect("an answer");
     let elapsed = started.elapsed();
     match outcome {
-        Outcome::Response(body) => {
+        Answer::Response(body) => {
             let response: BatchResponse = serde_json::from_slice(&body).expect("a batch response");
             assert_eq!(response, BatchResponse::default(), "every record written");
         }
-        Outcome::Error(body) => panic!("function error: {}", String::from_utf8_lossy(&body)),
+        Answer::Error(body) => panic!("function error: {}", String::from_utf8_lossy(&body)),
     }
     elapsed
 }

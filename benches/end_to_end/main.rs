@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use msk_order_enricher::config::{Config, PoisonPolicy};
 use msk_order_enricher::decode::event::{self, KafkaEvent};
 use msk_order_enricher::enrich::{self, cache::LocationCache};
-use msk_order_enricher::kafka::records::PartitionOutput;
+use msk_order_enricher::kafka::records::PartitionRecords;
 use msk_order_enricher::plan;
 use msk_order_enricher::postgres::statements;
 use sqlx::postgres::PgPoolOptions;
@@ -162,7 +162,7 @@ impl Bench {
     }
 
     /// The records the function would produce for batch `number`, every customer cached.
-    fn output_records(&self, number: usize) -> Vec<PartitionOutput> {
+    fn output_records(&self, number: usize) -> Vec<PartitionRecords> {
         let plan = plan::plan(event::decode(batch(number)), PoisonPolicy::DeadLetter);
         let locations = enrich::cached(&self.cache, &plan.distinct_customers())
             .expect("every customer cached by the floor runs");
@@ -233,7 +233,7 @@ async fn database_runs(bench: &Bench) -> DatabaseRuns {
 async fn client_floors(bench: &Bench, run: usize, runs: &mut DatabaseRuns) {
     let floor_plan = plan::plan(event::decode(batch(100 + run)), PoisonPolicy::DeadLetter);
     let mut floor_conn = bench.floor_pool.acquire().await.expect("a connection");
-    let (locations, _) = enrich::locate(
+    let (locations, _) = enrich::lookup(
         &mut floor_conn,
         &bench.cache,
         &floor_plan.distinct_customers(),

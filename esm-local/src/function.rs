@@ -12,7 +12,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::process::Child;
 
 use crate::rules::Invocation;
-use crate::runtime_api::{Outcome, RuntimeApi};
+use crate::runtime_api::{Answer, RuntimeApi};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -155,11 +155,11 @@ impl Spawned {
             }
         };
         match outcome {
-            Ok(Outcome::Response(body)) => {
+            Ok(Answer::Response(body)) => {
                 self.child = Some(child);
                 Ok(Invocation::Response(body.to_vec()))
             }
-            Ok(Outcome::Error(body)) => {
+            Ok(Answer::Error(body)) => {
                 self.child = Some(child);
                 Ok(Invocation::Error(body.to_vec()))
             }

@@ -205,7 +205,7 @@ pub fn judge(batch: &Batch, invocation: &Invocation, settings: &Settings) -> Ver
 
 /// A batch on its way through the mapping, with its history.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attempt {
+pub struct TrackedBatch {
     /// The records.
     pub batch: Batch,
     /// Retries used so far (bisection does not count).
@@ -214,7 +214,7 @@ pub struct Attempt {
     pub invocations: u32,
 }
 
-impl Attempt {
+impl TrackedBatch {
     /// A batch not invoked yet.
     pub fn new(batch: Batch) -> Self {
         Self {
@@ -267,17 +267,17 @@ pub struct Decision {
     /// Per partition, the offset to commit: the next one to read.
     pub commit: BTreeMap<TopicPartition, i64>,
     /// Batches to invoke next, in order, before any new batch.
-    pub retry: Vec<Attempt>,
+    pub retry: Vec<TrackedBatch>,
     /// Records given up on, for the on-failure destination.
     pub discarded: Option<Discarded>,
 }
 
 /// Decides what follows an invocation of `attempt` (whose counters already include it).
-pub fn decide(attempt: Attempt, verdict: &Verdict, settings: &Settings) -> Decision {
+pub fn decide(attempt: TrackedBatch, verdict: &Verdict, settings: &Settings) -> Decision {
     let retries_left = settings
         .maximum_retry_attempts
         .is_none_or(|max| attempt.retries < max);
-    let give_up = |attempt: Attempt, function_error: bool| Decision {
+    let give_up = |attempt: TrackedBatch, function_error: bool| Decision {
         commit: attempt.batch.next_offsets(),
         retry: vec![],
         discarded: Some(Discarded {
@@ -295,7 +295,7 @@ pub fn decide(attempt: Attempt, verdict: &Verdict, settings: &Settings) -> Decis
         Verdict::Partial(from) => {
             let mut commit = attempt.batch.next_offsets();
             commit.extend(from.iter().map(|(p, &offset)| (p.clone(), offset)));
-            let again = Attempt {
+            let again = TrackedBatch {
                 batch: attempt.batch.redelivered(from),
                 retries: attempt.retries + 1,
                 invocations: attempt.invocations,
@@ -317,7 +317,7 @@ pub fn decide(attempt: Attempt, verdict: &Verdict, settings: &Settings) -> Decis
                 && attempt.batch.len() > 1
             {
                 let (first, second) = attempt.batch.bisect();
-                let half = |batch| Attempt {
+                let half = |batch| TrackedBatch {
                     batch,
                     retries: attempt.retries,
                     invocations: attempt.invocations,
@@ -331,7 +331,7 @@ pub fn decide(attempt: Attempt, verdict: &Verdict, settings: &Settings) -> Decis
                 return give_up(attempt, failure.is_function_error());
             }
             Decision {
-                retry: vec![Attempt {
+                retry: vec![TrackedBatch {
                     retries: attempt.retries + 1,
                     ..attempt
                 }],
@@ -482,7 +482,7 @@ mod tests {
         let verdict = judge(&batch(), &response(text), &Settings::default());
         assert_eq!(verdict, Verdict::Partial(BTreeMap::from([(tp(0), 11)])));
         let decision = decide(
-            Attempt {
+            TrackedBatch {
                 batch: batch(),
                 retries: 0,
                 invocations: 1,
@@ -524,7 +524,7 @@ mod tests {
             );
         }
         let decision = decide(
-            Attempt {
+            TrackedBatch {
                 batch: batch(),
                 retries: 0,
                 invocations: 1,
@@ -561,7 +561,7 @@ mod tests {
             ..Settings::default()
         };
         let poison = Verdict::Partial(BTreeMap::from([(tp(0), 11)]));
-        let mut attempt = Attempt {
+        let mut attempt = TrackedBatch {
             batch: batch(),
             retries: 0,
             invocations: 0,
@@ -593,7 +593,7 @@ mod tests {
         };
         let error = Verdict::Failed(Failure::FunctionError("boom".into()));
         let first = decide(
-            Attempt {
+            TrackedBatch {
                 batch: batch(),
                 retries: 0,
                 invocations: 1,
@@ -603,14 +603,14 @@ mod tests {
         );
         assert_eq!(
             first.retry,
-            vec![Attempt {
+            vec![TrackedBatch {
                 batch: batch(),
                 retries: 1,
                 invocations: 1
             }]
         );
         let second = decide(
-            Attempt {
+            TrackedBatch {
                 batch: batch(),
                 retries: 1,
                 invocations: 2,
@@ -623,7 +623,7 @@ mod tests {
         assert!(second.discarded.unwrap().function_error);
         // Infinite retries never give up.
         let forever = decide(
-            Attempt {
+            TrackedBatch {
                 batch: batch(),
                 retries: 5000,
                 invocations: 5001,
@@ -641,7 +641,7 @@ mod tests {
             maximum_retry_attempts: Some(0),
             ..Settings::default()
         };
-        let attempt = Attempt {
+        let attempt = TrackedBatch {
             batch: batch(),
             retries: 0,
             invocations: 1,
@@ -668,7 +668,7 @@ mod tests {
         // A single record cannot be split: it is retried, or given up on.
         let one = Batch::from_records([record(0, 10)]);
         let single = decide(
-            Attempt {
+            TrackedBatch {
                 batch: one,
                 retries: 0,
                 invocations: 3,

@@ -16,8 +16,8 @@ use crate::filter::Filter;
 use crate::function::Function;
 use crate::on_failure::destination::Destination;
 use crate::rules::{
-    decide, judge, on_failure_record, Attempt, Condition, Discarded, FailureContext, Invocation,
-    Settings, Verdict,
+    decide, judge, on_failure_record, Condition, Discarded, FailureContext, Invocation, Settings,
+    TrackedBatch, Verdict,
 };
 use crate::source::file_topic::FileTopic;
 
@@ -159,7 +159,7 @@ impl RunOptions {
 
 /// What a run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Summary {
+pub struct RunSummary {
     /// Records delivered to the function at least once.
     pub records_delivered: u64,
     /// Invocations made.
@@ -185,12 +185,12 @@ pub struct Summary {
     /// Times the function process was started.
     pub function_starts: u32,
     /// Per partition: where reading started, what is committed, and the end of the partition.
-    pub partitions: BTreeMap<TopicPartition, PartitionProgress>,
+    pub partitions: BTreeMap<TopicPartition, PartitionOffsets>,
 }
 
 /// Where one partition stands.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PartitionProgress {
+pub struct PartitionOffsets {
     /// Where reading started.
     pub start: i64,
     /// The next offset to read, as committed.
@@ -199,16 +199,16 @@ pub struct PartitionProgress {
     pub end: i64,
 }
 
-impl PartitionProgress {
+impl PartitionOffsets {
     /// Records not yet committed.
     pub fn lag(&self) -> i64 {
         (self.end - self.committed).max(0)
     }
 }
 
-impl Summary {
+impl RunSummary {
     /// Adds another poller's summary to this one.
-    fn absorb(&mut self, other: Summary) {
+    fn absorb(&mut self, other: RunSummary) {
         self.records_delivered += other.records_delivered;
         self.invocations += other.invocations;
         self.retries += other.retries;
@@ -289,7 +289,7 @@ struct Run<'a> {
     source: &'a mut Source,
     function: &'a mut Function,
     destination: &'a Destination,
-    summary: Summary,
+    summary: RunSummary,
     /// Per partition, the offset after the last record ever delivered: below it, a delivery
     /// is a duplicate.
     delivered_to: BTreeMap<TopicPartition, i64>,
@@ -491,7 +491,7 @@ impl Run<'_> {
         }
     }
 
-    async fn invoke(&mut self, mut attempt: Attempt) -> Result<Vec<Attempt>, Error> {
+    async fn invoke(&mut self, mut attempt: TrackedBatch) -> Result<Vec<TrackedBatch>, Error> {
         // Records past MaximumRecordAgeInSeconds are not delivered.
         if let Some(max_age) = self.options.settings.maximum_record_age {
             let (fresh, expired) = attempt.batch.split_expired(now_ms(), millis(max_age));
@@ -583,15 +583,15 @@ pub async fn run(
     function: &mut Function,
     destination: &Destination,
     stop: Arc<AtomicBool>,
-) -> Result<Summary, Error> {
+) -> Result<RunSummary, Error> {
     options.settings.validate()?;
     let start = source.start_offsets();
-    let mut summary = Summary::default();
+    let mut summary = RunSummary::default();
     for partition in source.partitions() {
         let at = start.get(&partition).copied().unwrap_or_default();
         summary.partitions.insert(
             partition,
-            PartitionProgress {
+            PartitionOffsets {
                 start: at,
                 committed: at,
                 end: at,
@@ -625,13 +625,13 @@ pub async fn run(
     };
     run.refresh_ends()?;
     let mut pending = Pending::default();
-    let mut queue: VecDeque<Attempt> = VecDeque::new();
+    let mut queue: VecDeque<TrackedBatch> = VecDeque::new();
     let mut backoff = options.backoff;
     loop {
         let attempt = match queue.pop_front() {
             Some(attempt) => attempt,
             None => match run.next_batch(&mut pending, &stop).await? {
-                Some(batch) => Attempt::new(batch),
+                Some(batch) => TrackedBatch::new(batch),
                 None => break,
             },
         };
@@ -669,12 +669,12 @@ pub async fn run_pollers(
     functions: &mut [Function],
     destination: &Destination,
     stop: Arc<AtomicBool>,
-) -> Result<Summary, Error> {
+) -> Result<RunSummary, Error> {
     let runs = sources
         .iter_mut()
         .zip(functions.iter_mut())
         .map(|(source, function)| run(options, source, function, destination, stop.clone()));
-    let mut total = Summary::default();
+    let mut total = RunSummary::default();
     for summary in futures::future::join_all(runs).await {
         total.absorb(summary?);
     }

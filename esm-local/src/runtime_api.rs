@@ -36,7 +36,7 @@ pub fn function_name(binary: &Path) -> String {
 
 /// How an invocation ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Answer {
     /// The body the function posted to `/response`.
     Response(Bytes),
     /// The body the function posted to `/error`.
@@ -70,7 +70,7 @@ struct Pending {
 struct Shared {
     queue: Mutex<VecDeque<Pending>>,
     queued: Notify,
-    waiting: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
+    waiting: Mutex<HashMap<String, oneshot::Sender<Answer>>>,
     init_error: Mutex<Option<Bytes>>,
     init_error_posted: Notify,
     first_poll: Mutex<Option<Instant>>,
@@ -128,7 +128,7 @@ impl RuntimeApi {
         &self,
         body: impl Into<Bytes>,
         timeout: Duration,
-    ) -> Result<Outcome, InvokeError> {
+    ) -> Result<Answer, InvokeError> {
         let request_id = format!(
             "local-{:06}",
             self.shared.next_id.fetch_add(1, Ordering::Relaxed) + 1
@@ -225,7 +225,7 @@ async fn respond(
     UrlPath(id): UrlPath<String>,
     body: Bytes,
 ) -> StatusCode {
-    complete(&shared, &id, Outcome::Response(body))
+    complete(&shared, &id, Answer::Response(body))
 }
 
 async fn fail(
@@ -233,10 +233,10 @@ async fn fail(
     UrlPath(id): UrlPath<String>,
     body: Bytes,
 ) -> StatusCode {
-    complete(&shared, &id, Outcome::Error(body))
+    complete(&shared, &id, Answer::Error(body))
 }
 
-fn complete(shared: &Shared, id: &str, outcome: Outcome) -> StatusCode {
+fn complete(shared: &Shared, id: &str, outcome: Answer) -> StatusCode {
     match lock(&shared.waiting).remove(id) {
         Some(sender) => {
             let _ = sender.send(outcome);

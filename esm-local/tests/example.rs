@@ -27,7 +27,7 @@ async fn run_probe(
     settings: Settings,
     on_failure: &Path,
     log: &Path,
-) -> esm_local::runner::Summary {
+) -> esm_local::runner::RunSummary {
     run_probe_filtered(lines, partitions, settings, on_failure, log, &[]).await
 }
 
@@ -38,7 +38,7 @@ async fn run_probe_filtered(
     on_failure: &Path,
     log: &Path,
     filters: &[&str],
-) -> esm_local::runner::Summary {
+) -> esm_local::runner::RunSummary {
     let mut topic = Source::File(FileTopic::from_lines(
         "demo",
         partitions,

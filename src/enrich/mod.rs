@@ -26,7 +26,7 @@ pub struct LookupStats {
 }
 
 /// The locations of `customers` if the cache holds a fresh entry for every one of them, else
-/// `None`. Reads only: [`locate`] is what counts hits and fills the cache.
+/// `None`. Reads only: [`lookup`] is what counts hits and fills the cache.
 pub fn cached(cache: &Mutex<LocationCache>, customers: &[&str]) -> Option<Locations> {
     let now = Instant::now();
     let mut cache = lock(cache);
@@ -43,7 +43,7 @@ pub fn cached(cache: &Mutex<LocationCache>, customers: &[&str]) -> Option<Locati
 /// The locations of `customers`, from the cache and, for the missing ones, one query on `conn`
 /// (inside the invocation's transaction).
 #[tracing::instrument(name = "lookup", level = "debug", skip_all, fields(customers = customers.len()), err(level = "debug"))]
-pub async fn locate(
+pub async fn lookup(
     conn: &mut PgConnection,
     cache: &Mutex<LocationCache>,
     customers: &[&str],

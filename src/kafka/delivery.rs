@@ -31,7 +31,7 @@ const FAILED: u8 = 2;
 
 /// What became of one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Delivery {
     /// No report yet.
     Pending,
     /// Acknowledged by the brokers.
@@ -43,13 +43,13 @@ pub enum Outcome {
 /// The open batches of one producer (normally one: Lambda sends an execution environment one
 /// invocation at a time).
 #[derive(Default)]
-pub struct Deliveries {
+pub(crate) struct Deliveries {
     open: Mutex<Vec<Arc<Batch>>>,
     generation: AtomicU16,
 }
 
 /// One invocation's records, from enqueueing to the last report.
-pub struct Batch {
+pub(crate) struct Batch {
     generation: u16,
     outcomes: Vec<AtomicU8>,
     /// The reasons of the failed slots (rare, so a list rather than one per slot).
@@ -59,14 +59,14 @@ pub struct Batch {
 }
 
 /// An open batch; closing it (dropping this) drops the reports that still arrive for it.
-pub struct OpenBatch<'a> {
+pub(crate) struct OpenBatch<'a> {
     deliveries: &'a Deliveries,
     batch: Arc<Batch>,
 }
 
 impl Deliveries {
     /// Opens a batch of at most `capacity` records (at most 2^32).
-    pub fn open(&self, capacity: usize) -> OpenBatch<'_> {
+    pub(crate) fn open(&self, capacity: usize) -> OpenBatch<'_> {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
         let batch = Arc::new(Batch {
             generation,
@@ -85,7 +85,7 @@ impl Deliveries {
     }
 
     /// Records the report of the record `opaque` names (called on librdkafka's thread).
-    pub fn report(&self, opaque: usize, result: Result<(), &KafkaError>) {
+    pub(crate) fn report(&self, opaque: usize, result: Result<(), &KafkaError>) {
         let generation = u16::try_from(opaque >> SLOT_BITS).ok();
         let slot = opaque & SLOT_MASK;
         let open = lock(&self.open);
@@ -116,7 +116,7 @@ impl Deliveries {
 impl OpenBatch<'_> {
     /// The opaque to enqueue the record of `slot` with, counted as awaiting its report. `None`
     /// past the batch's capacity.
-    pub fn expect(&self, slot: usize) -> Option<usize> {
+    pub(crate) fn expect(&self, slot: usize) -> Option<usize> {
         if slot >= self.batch.outcomes.len() {
             return None;
         }
@@ -125,35 +125,35 @@ impl OpenBatch<'_> {
     }
 
     /// The record just expected was not enqueued after all: no report is coming for it.
-    pub fn not_enqueued(&self) {
+    pub(crate) fn not_enqueued(&self) {
         if self.batch.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.batch.all_reported.notify_one();
         }
     }
 
     /// Waits until every enqueued record has its report.
-    pub async fn all_reported(&self) {
+    pub(crate) async fn all_reported(&self) {
         while self.batch.outstanding.load(Ordering::Acquire) > 0 {
             self.batch.all_reported.notified().await;
         }
     }
 
     /// What became of the record of `slot` so far.
-    pub fn outcome(&self, slot: usize) -> Outcome {
+    pub(crate) fn outcome(&self, slot: usize) -> Delivery {
         match self
             .batch
             .outcomes
             .get(slot)
             .map(|o| o.load(Ordering::Acquire))
         {
-            Some(DELIVERED) => Outcome::Delivered,
+            Some(DELIVERED) => Delivery::Delivered,
             Some(FAILED) => lock(&self.batch.failures)
                 .iter()
                 .find(|(failed, _)| *failed == slot)
-                .map_or(Outcome::Pending, |(_, error)| {
-                    Outcome::Failed(error.clone())
+                .map_or(Delivery::Pending, |(_, error)| {
+                    Delivery::Failed(error.clone())
                 }),
-            _ => Outcome::Pending,
+            _ => Delivery::Pending,
         }
     }
 }
@@ -196,9 +196,9 @@ mod tests {
         assert_eq!(
             (0..3).map(|slot| batch.outcome(slot)).collect::<Vec<_>>(),
             [
-                Outcome::Failed(timed_out()),
-                Outcome::Delivered,
-                Outcome::Delivered
+                Delivery::Failed(timed_out()),
+                Delivery::Delivered,
+                Delivery::Delivered
             ]
         );
     }
@@ -213,9 +213,9 @@ mod tests {
         let current = second.expect(0).expect("slot 0");
         assert_ne!(stale, current);
         deliveries.report(stale, Ok(()));
-        assert_eq!(second.outcome(0), Outcome::Pending);
+        assert_eq!(second.outcome(0), Delivery::Pending);
         deliveries.report(current, Ok(()));
-        assert_eq!(second.outcome(0), Outcome::Delivered);
+        assert_eq!(second.outcome(0), Delivery::Delivered);
     }
 
     #[tokio::test]
@@ -229,7 +229,7 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), batch.all_reported())
             .await
             .expect("nothing outstanding");
-        assert_eq!(batch.outcome(1), Outcome::Pending);
+        assert_eq!(batch.outcome(1), Delivery::Pending);
     }
 
     #[test]
@@ -239,7 +239,7 @@ mod tests {
         let opaque = batch.expect(0).expect("slot 0");
         deliveries.report(opaque, Err(&timed_out()));
         deliveries.report(opaque, Ok(()));
-        assert_eq!(batch.outcome(0), Outcome::Failed(timed_out()));
+        assert_eq!(batch.outcome(0), Delivery::Failed(timed_out()));
         assert_eq!(batch.expect(1), None, "past the capacity");
     }
 }

@@ -2,7 +2,9 @@
 //! after the commit ([`producer`]), the delivery reports it waits for ([`delivery`]) and the
 //! MSK IAM tokens it signs ([`msk_iam`]).
 
-pub mod delivery;
-pub mod msk_iam;
-pub mod producer;
+pub(crate) mod delivery;
+pub(crate) mod msk_iam;
+pub(crate) mod producer;
 pub mod records;
+
+pub use producer::ProducerError;

@@ -16,14 +16,14 @@ use aws_sigv4::sign::v4;
 use base64::Engine as _;
 
 /// How long a token is valid (the most MSK accepts).
-pub const TOKEN_LIFETIME: Duration = Duration::from_secs(900);
+pub(crate) const TOKEN_LIFETIME: Duration = Duration::from_secs(900);
 
 /// Identifies the signer to MSK (the `User-Agent` query parameter AWS's signers add).
 const USER_AGENT: &str = concat!("msk-order-enricher/", env!("CARGO_PKG_VERSION"));
 
 /// A signed token and when it stops being valid.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Token {
+pub(crate) struct Token {
     /// The OAUTHBEARER token.
     pub value: String,
     /// Expiry, in milliseconds since the Unix epoch (what librdkafka wants).
@@ -32,7 +32,7 @@ pub struct Token {
 
 /// Why no token could be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TokenError {
+pub(crate) enum TokenError {
     /// No credentials in the environment.
     #[error("no AWS credentials for MSK IAM authentication (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set)")]
     NoCredentials,
@@ -45,7 +45,7 @@ pub enum TokenError {
 }
 
 /// The credentials and region from `lookup` (the environment in production).
-pub fn credentials_from(
+pub(crate) fn credentials_from(
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<(Credentials, String), TokenError> {
     let get = |name: &str| lookup(name).filter(|value| !value.is_empty());
@@ -60,7 +60,7 @@ pub fn credentials_from(
 }
 
 /// Signs a token for MSK in `region` at `now`.
-pub fn sign_token(
+pub(crate) fn sign_token(
     credentials: &Credentials,
     region: &str,
     now: SystemTime,

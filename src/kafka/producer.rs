@@ -24,9 +24,9 @@ use tokio::sync::Notify;
 
 use crate::config::credentials::KafkaUser;
 use crate::config::{KafkaSink, SaslMechanism};
-use crate::kafka::delivery::{Deliveries, OpenBatch, Outcome};
+use crate::kafka::delivery::{Deliveries, Delivery, OpenBatch};
 use crate::kafka::msk_iam;
-use crate::kafka::records::{Destination, OutputRecord, PartitionOutput, Undelivered};
+use crate::kafka::records::{PartitionRecords, Record, Topic, Undelivered};
 use crate::lambda::deadline::millis;
 use crate::locks::lock;
 
@@ -54,7 +54,7 @@ pub struct ProducerError(String);
 
 /// What producing an invocation's records did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProduceReport {
+pub(crate) struct ProduceReport {
     /// Records acknowledged by the brokers.
     pub delivered: usize,
     /// Per partition, the first record that was not delivered.
@@ -64,7 +64,7 @@ pub struct ProduceReport {
 }
 
 /// One round of enqueueing and waiting.
-struct Attempt {
+struct Round {
     delivered: usize,
     /// This producer cannot deliver any more (fatal error, or its id or epoch refused).
     producer_lost: bool,
@@ -73,7 +73,7 @@ struct Attempt {
 }
 
 /// The output topic and the producer that writes to it.
-pub struct OutputProducer {
+pub(crate) struct Producer {
     sink: KafkaSink,
     user: Option<KafkaUser>,
     current: Mutex<Arc<Built>>,
@@ -172,9 +172,9 @@ impl rdkafka::producer::ProducerContext for Callbacks {
     }
 }
 
-impl OutputProducer {
+impl Producer {
     /// Builds the producer (no connection yet: it connects on the first record).
-    pub fn new(sink: KafkaSink, user: Option<KafkaUser>) -> Result<Self, ProducerError> {
+    pub(crate) fn new(sink: KafkaSink, user: Option<KafkaUser>) -> Result<Self, ProducerError> {
         let built = build(&sink, user.as_ref())?;
         Ok(Self {
             sink,
@@ -186,9 +186,9 @@ impl OutputProducer {
 
     /// Produces `partitions`' records and waits for their delivery reports until `deadline`
     /// (or `KAFKA_DELIVERY_TIMEOUT_MS` when there is none).
-    pub async fn produce(
+    pub(crate) async fn produce(
         &self,
-        partitions: &[PartitionOutput],
+        partitions: &[PartitionRecords],
         deadline: Option<Instant>,
     ) -> ProduceReport {
         let mut report = ProduceReport::default();
@@ -255,10 +255,10 @@ impl OutputProducer {
     async fn attempt(
         &self,
         built: &Built,
-        partitions: &[PartitionOutput],
+        partitions: &[PartitionRecords],
         starts: &[Option<usize>],
         end: Instant,
-    ) -> Attempt {
+    ) -> Round {
         let mut failed: Vec<Option<(usize, Undelivered)>> = vec![None; partitions.len()];
         let enqueue_started = Instant::now();
         let capacity = partitions.iter().map(|p| p.records.len()).sum();
@@ -297,7 +297,7 @@ impl OutputProducer {
         if producer_lost {
             built.shared.broken.store(true, Ordering::Relaxed);
         }
-        Attempt {
+        Round {
             delivered: tally.delivered,
             failed,
             producer_lost,
@@ -312,7 +312,7 @@ impl OutputProducer {
         &self,
         built: &Built,
         batch: &OpenBatch<'_>,
-        partitions: &[PartitionOutput],
+        partitions: &[PartitionRecords],
         starts: &[Option<usize>],
         end: Instant,
         failed: &mut [Option<(usize, Undelivered)>],
@@ -359,7 +359,7 @@ impl OutputProducer {
         &self,
         built: &Built,
         batch: &OpenBatch<'_>,
-        partitions: &[PartitionOutput],
+        partitions: &[PartitionRecords],
         slots: &[(usize, usize)],
         refused: Option<&str>,
         failed: &mut [Option<(usize, Undelivered)>],
@@ -377,17 +377,17 @@ impl OutputProducer {
                 continue;
             }
             let reason = match batch.outcome(slot) {
-                Outcome::Delivered => {
+                Delivery::Delivered => {
                     tally.delivered += 1;
                     continue;
                 }
-                Outcome::Failed(error) => {
+                Delivery::Failed(error) => {
                     tally.producer_lost |=
                         error.rdkafka_error_code().is_some_and(ends_the_producer);
                     let topic = self.topic_for(record.destination).unwrap_or_default();
                     self.describe(&error, built, topic)
                 }
-                Outcome::Pending => {
+                Delivery::Pending => {
                     tally.out_of_time = true;
                     match refused {
                         Some(reason) => reason.to_owned(),
@@ -486,10 +486,10 @@ impl OutputProducer {
 
     /// The topic a record goes to; `None` for a dead letter when there is no dead-letter topic
     /// (the dead letters then go to the database).
-    fn topic_for(&self, destination: Destination) -> Option<&str> {
+    fn topic_for(&self, destination: Topic) -> Option<&str> {
         match destination {
-            Destination::Orders => Some(self.sink.topic.as_str()),
-            Destination::DeadLetters => self.sink.dead_letter_topic.as_deref(),
+            Topic::Orders => Some(self.sink.topic.as_str()),
+            Topic::DeadLetters => self.sink.dead_letter_topic.as_deref(),
         }
     }
 
@@ -567,7 +567,7 @@ struct Tally {
 fn message<'r>(
     topic: &'r str,
     opaque: usize,
-    record: &'r OutputRecord,
+    record: &'r Record,
 ) -> BaseRecord<'r, [u8], [u8], usize> {
     let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
     for (name, value) in &record.headers {

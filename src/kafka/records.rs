@@ -29,7 +29,7 @@ pub const DEAD_LETTER_REASON: &str = "dead-letter-reason";
 
 /// Which topic a record goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Destination {
+pub enum Topic {
     /// `OUTPUT_TOPIC`: an enriched order.
     Orders,
     /// `DEAD_LETTER_TOPIC`: a record set aside, as it arrived.
@@ -38,11 +38,11 @@ pub enum Destination {
 
 /// One record to produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutputRecord {
+pub struct Record {
     /// The input record's offset: what is reported when this record is not delivered.
     pub offset: i64,
     /// Its topic.
-    pub destination: Destination,
+    pub destination: Topic,
     /// The record key (the order number for orders).
     pub key: Option<Vec<u8>>,
     /// The record value.
@@ -53,11 +53,11 @@ pub struct OutputRecord {
 
 /// The records of one input partition, in offset order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionOutput {
+pub struct PartitionRecords {
     /// The `records` key of the input partition.
     pub key: PartitionKey,
     /// Its records to produce.
-    pub records: Vec<OutputRecord>,
+    pub records: Vec<Record>,
 }
 
 /// The records to produce for `plan`, per input partition, in offset order. `refused[i]` is
@@ -69,17 +69,17 @@ pub fn build(
     locations: &Locations,
     refused: &[bool],
     dead_letters_to_kafka: bool,
-) -> Vec<PartitionOutput> {
-    let mut partitions: Vec<PartitionOutput> = plan
+) -> Vec<PartitionRecords> {
+    let mut partitions: Vec<PartitionRecords> = plan
         .partitions
         .iter()
-        .map(|progress| PartitionOutput {
+        .map(|progress| PartitionRecords {
             key: progress.key.clone(),
             records: Vec::new(),
         })
         .collect();
     let index_of = |key: &str| plan.partitions.iter().position(|p| p.key.as_str() == key);
-    let mut orders_by_partition: Vec<Vec<OutputRecord>> = plan
+    let mut orders_by_partition: Vec<Vec<Record>> = plan
         .partitions
         .iter()
         .map(|_| Vec::with_capacity(plan.orders.len() / plan.partitions.len().max(1) + 1))
@@ -132,9 +132,9 @@ pub fn build(
                 Cow::Borrowed(DEAD_LETTER_REASON),
                 Some(dead.poison.reason.clone().into_bytes()),
             ));
-            partitions[at].records.push(OutputRecord {
+            partitions[at].records.push(Record {
                 offset: dead.source.offset,
-                destination: Destination::DeadLetters,
+                destination: Topic::DeadLetters,
                 key: dead.poison.raw_key.clone(),
                 value: dead.poison.raw_value.clone(),
                 headers,
@@ -157,7 +157,7 @@ fn order_record(
     planned: &PlannedOrder,
     locations: &Locations,
     location_json: &mut LocationJson,
-) -> OutputRecord {
+) -> Record {
     let order = &planned.order;
     let location = match location_json.get(order.customer()) {
         Some(location) => location,
@@ -167,9 +167,9 @@ fn order_record(
                 location_fields(locations.get(order.customer()).and_then(Option::as_ref))
             }),
     };
-    OutputRecord {
+    Record {
         offset: planned.source.offset,
-        destination: Destination::Orders,
+        destination: Topic::Orders,
         key: Some(order.order_no().as_bytes().to_vec()),
         value: Some(order_json(order, location)),
         headers: source_headers(&planned.source),
@@ -184,7 +184,7 @@ fn order_record(
 pub struct OrderRecords {
     /// The location each customer's records were built with.
     location_json: LocationJson,
-    partitions: Vec<PartitionOutput>,
+    partitions: Vec<PartitionRecords>,
 }
 
 impl OrderRecords {
@@ -193,12 +193,12 @@ impl OrderRecords {
         if orders.is_empty() {
             return;
         }
-        let mut records: Vec<OutputRecord> = orders
+        let mut records: Vec<Record> = orders
             .iter()
             .map(|planned| order_record(planned, locations, &mut self.location_json))
             .collect();
         records.sort_by_key(|record| record.offset);
-        self.partitions.push(PartitionOutput {
+        self.partitions.push(PartitionRecords {
             key: key.clone(),
             records,
         });
@@ -213,7 +213,7 @@ impl OrderRecords {
     /// The records of every partition added, in the order they were added; `None` when a
     /// customer's location in `locations` is not the one its records were built with (an
     /// entry of the cache expired before the write looked the customers up again).
-    pub fn finish(self, locations: &Locations) -> Option<Vec<PartitionOutput>> {
+    pub fn finish(self, locations: &Locations) -> Option<Vec<PartitionRecords>> {
         let same = self.location_json.iter().all(|(customer, built_with)| {
             locations
                 .get(customer.as_str())
@@ -414,7 +414,7 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].key.as_str(), "orders-0");
         let record = &out[0].records[0];
-        assert_eq!(record.destination, Destination::Orders);
+        assert_eq!(record.destination, Topic::Orders);
         assert_eq!(record.offset, 7);
         assert_eq!(text(&record.key), "SO-001");
         assert_eq!(
@@ -464,7 +464,7 @@ mod tests {
             ],
             PoisonPolicy::DeadLetter,
         );
-        let positions = |out: &[PartitionOutput]| -> Vec<(String, i64, Destination)> {
+        let positions = |out: &[PartitionRecords]| -> Vec<(String, i64, Topic)> {
             out.iter()
                 .flat_map(|p| {
                     p.records
@@ -473,7 +473,7 @@ mod tests {
                 })
                 .collect()
         };
-        use Destination::*;
+        use Topic::*;
         assert_eq!(
             positions(&build(&plan, &jones(), &[false; 3], false)),
             [

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Converts Lambda's deadline (epoch milliseconds) into the instant by which the write must
 /// have finished, `margin` earlier. `None` when the runtime gave no deadline.
-pub fn from_epoch_ms(deadline_ms: u64, margin: Duration) -> Option<Instant> {
+pub(crate) fn from_epoch_ms(deadline_ms: u64, margin: Duration) -> Option<Instant> {
     deadline_at(
         deadline_ms,
         margin,
@@ -32,7 +32,7 @@ fn deadline_at(deadline_ms: u64, margin: Duration, now_ms: u64, now: Instant) ->
 }
 
 /// Now, in milliseconds since the Unix epoch (0 if the clock is before it).
-pub fn epoch_ms() -> i64 {
+pub(crate) fn epoch_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -41,7 +41,7 @@ pub fn epoch_ms() -> i64 {
 
 /// Whole milliseconds of `duration` for the log line and metrics (saturating: no invocation
 /// lasts 584 million years).
-pub fn millis(duration: Duration) -> u64 {
+pub(crate) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 

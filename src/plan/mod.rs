@@ -1,7 +1,7 @@
 //! Pure planning: from decoded partitions, what to write, what to dead-letter, and what to
 //! report for redelivery. No I/O here; the rules that keep retries safe live in this file.
 
-pub mod stream;
+pub(crate) mod stream;
 
 use std::hash::BuildHasher as _;
 

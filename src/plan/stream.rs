@@ -10,7 +10,7 @@ use crate::config::PoisonPolicy;
 use crate::decode::event::{KafkaEvent, Partitions};
 
 /// The event's partitions turned into the plan one at a time, on demand.
-pub struct PlanStream<'a> {
+pub(crate) struct PlanStream<'a> {
     partitions: Partitions<'a>,
     planner: Planner,
     /// Time spent decoding and planning.
@@ -21,7 +21,7 @@ pub struct PlanStream<'a> {
 
 impl<'a> PlanStream<'a> {
     /// A stream over `event`'s partitions, in the event's order; nothing is decoded yet.
-    pub fn new(event: KafkaEvent<'a>, policy: PoisonPolicy) -> Self {
+    pub(crate) fn new(event: KafkaEvent<'a>, policy: PoisonPolicy) -> Self {
         let partitions = Partitions::new(event);
         Self {
             planner: Planner::new(partitions.records_left(), policy),
@@ -33,7 +33,7 @@ impl<'a> PlanStream<'a> {
 
     /// Decodes and plans the next partition; `false` when there is none left. The orders it
     /// added are the last ones of [`Self::plan`], its progress the last partition.
-    pub fn advance(&mut self) -> bool {
+    pub(crate) fn advance(&mut self) -> bool {
         let started = Instant::now();
         let Some(partition) = self.partitions.next() else {
             return false;
@@ -44,19 +44,19 @@ impl<'a> PlanStream<'a> {
     }
 
     /// The plan of the partitions planned so far.
-    pub fn plan(&self) -> &Plan {
+    pub(crate) fn plan(&self) -> &Plan {
         self.complete
             .as_deref()
             .unwrap_or_else(|| self.planner.plan())
     }
 
     /// Whether every partition is planned and the plan taken by [`Self::complete`].
-    pub fn is_complete(&self) -> bool {
+    pub(crate) fn is_complete(&self) -> bool {
         self.complete.is_some()
     }
 
     /// The complete plan, decoding what is left first. Every call gives the same plan.
-    pub fn complete(&mut self) -> Arc<Plan> {
+    pub(crate) fn complete(&mut self) -> Arc<Plan> {
         if let Some(plan) = &self.complete {
             return Arc::clone(plan);
         }
@@ -67,7 +67,7 @@ impl<'a> PlanStream<'a> {
     }
 
     /// Time spent decoding and planning so far.
-    pub fn decode_time(&self) -> Duration {
+    pub(crate) fn decode_time(&self) -> Duration {
         self.time
     }
 }

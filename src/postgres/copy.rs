@@ -17,7 +17,7 @@ const TRAILER: [u8; 2] = (-1i16).to_be_bytes();
 
 /// Binary COPY data being built, row by row, and handed out in chunks so that the server can
 /// parse the first rows while later ones are still being encoded.
-pub struct CopyRows {
+pub(crate) struct CopyRows {
     buffer: PgArgumentBuffer,
     fields_per_row: i16,
     fields_in_row: i16,
@@ -26,7 +26,7 @@ pub struct CopyRows {
 
 impl CopyRows {
     /// Starts the data, for rows of `fields_per_row` fields.
-    pub fn new(fields_per_row: i16) -> Self {
+    pub(crate) fn new(fields_per_row: i16) -> Self {
         let mut buffer = PgArgumentBuffer::default();
         buffer.extend_from_slice(HEADER);
         Self {
@@ -38,7 +38,7 @@ impl CopyRows {
     }
 
     /// Starts the next row. The previous row must be complete.
-    pub fn row(&mut self) -> Result<(), BoxDynError> {
+    pub(crate) fn row(&mut self) -> Result<(), BoxDynError> {
         self.check_row_complete()?;
         self.buffer
             .extend_from_slice(&self.fields_per_row.to_be_bytes());
@@ -48,7 +48,10 @@ impl CopyRows {
     }
 
     /// Appends the row's next field; `None` (through `Option`'s encoder) is SQL NULL.
-    pub fn field<'q, T: Encode<'q, Postgres>>(&mut self, value: &T) -> Result<(), BoxDynError> {
+    pub(crate) fn field<'q, T: Encode<'q, Postgres>>(
+        &mut self,
+        value: &T,
+    ) -> Result<(), BoxDynError> {
         if self.fields_in_row >= self.fields_per_row {
             return Err(format!("a row has only {} fields", self.fields_per_row).into());
         }
@@ -68,23 +71,24 @@ impl CopyRows {
     }
 
     /// Rows started so far.
-    pub fn rows(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn rows(&self) -> usize {
         self.rows
     }
 
     /// Bytes encoded and not yet taken.
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.buffer.len()
     }
 
     /// Takes what has been encoded so far (complete fields only; rows may span chunks, which
     /// COPY allows).
-    pub fn take_chunk(&mut self) -> Vec<u8> {
+    pub(crate) fn take_chunk(&mut self) -> Vec<u8> {
         std::mem::take(&mut *self.buffer)
     }
 
     /// Ends the data: the last chunk, with the trailer.
-    pub fn finish(mut self) -> Result<Vec<u8>, BoxDynError> {
+    pub(crate) fn finish(mut self) -> Result<Vec<u8>, BoxDynError> {
         self.check_row_complete()?;
         self.buffer.extend_from_slice(&TRAILER);
         Ok(std::mem::take(&mut *self.buffer))

@@ -12,10 +12,10 @@ use crate::config::Config;
 
 /// The `application_name` of the function's sessions, so that operators can tell them apart
 /// in `pg_stat_activity`.
-pub const APPLICATION_NAME: &str = "msk-order-enricher";
+pub(crate) const APPLICATION_NAME: &str = "msk-order-enricher";
 
 /// The pool and what the write needs to know about the database.
-pub struct Database {
+pub(crate) struct Database {
     pub(crate) pool: PgPool,
     pub(crate) credentials: Credentials,
     /// How long one invocation's write may retry, at most (`DB_RETRY_LIMIT_MS`).
@@ -29,7 +29,11 @@ pub struct Database {
 impl Database {
     /// Builds the pool without connecting: init must not fail or hang because the database is
     /// briefly unreachable; the first invocation connects, waiting at most `connect_timeout`.
-    pub fn new(config: &Config, credentials: Credentials, options: PgConnectOptions) -> Self {
+    pub(crate) fn new(
+        config: &Config,
+        credentials: Credentials,
+        options: PgConnectOptions,
+    ) -> Self {
         let pool = PgPoolOptions::new()
             .max_connections(config.pool_size)
             .min_connections(0)

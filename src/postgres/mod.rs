@@ -3,10 +3,10 @@
 //! ([`statements`]), the binary `COPY` framing ([`copy`]) and what each database error means
 //! for the batch ([`errors`]).
 
-pub mod copy;
-pub mod database;
+pub(crate) mod copy;
+pub(crate) mod database;
 pub mod errors;
 pub mod statements;
-pub mod write;
+pub(crate) mod write;
 
 pub use write::WriteFailure;

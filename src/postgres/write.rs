@@ -51,7 +51,7 @@ pub enum WriteFailure {
 
 /// What the database work did, for the summary.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct IoStats {
+pub(crate) struct DatabaseStats {
     /// The customer lookup.
     pub lookup: LookupStats,
     /// The write.
@@ -89,9 +89,9 @@ async fn write_retrying(
     cache: &Mutex<LocationCache>,
     plan: &Plan,
     budget_end: Instant,
-    mut stats: IoStats,
-    mut first: Option<Result<Locations, Attempt>>,
-) -> (IoStats, Result<Locations, WriteFailure>) {
+    mut stats: DatabaseStats,
+    mut first: Option<Result<Locations, AttemptFailure>>,
+) -> (DatabaseStats, Result<Locations, WriteFailure>) {
     let mut credentials_reread = false;
     let mut last_transient: Option<WriteFailure> = None;
     // After a data error the next attempt finds the refused orders and sets them aside.
@@ -107,13 +107,13 @@ async fn write_retrying(
         };
         let error = match result {
             Ok(locations) => return (stats, Ok(locations)),
-            Err(Attempt::OutOfTime) => {
+            Err(AttemptFailure::OutOfTime) => {
                 return (stats, Err(last_transient.unwrap_or(WriteFailure::Deadline)))
             }
-            Err(Attempt::CommitOutcomeUnknown(why)) => {
+            Err(AttemptFailure::CommitOutcomeUnknown(why)) => {
                 return (stats, Err(WriteFailure::CommitOutcomeUnknown(why)))
             }
-            Err(Attempt::Failed(error)) => error,
+            Err(AttemptFailure::Failed(error)) => error,
         };
         match errors::classify(&error) {
             ErrorClass::Transient => {
@@ -174,11 +174,11 @@ async fn write_retrying(
 }
 
 /// What [`write_batch`] did.
-pub struct Written {
+pub(crate) struct Written {
     /// The batch's plan.
     pub plan: Arc<Plan>,
     /// What the database work did.
-    pub io: IoStats,
+    pub io: DatabaseStats,
     /// The locations used, or why nothing was written: nothing of the plan was committed,
     /// except for [`WriteFailure::CommitOutcomeUnknown`].
     pub result: Result<Locations, WriteFailure>,
@@ -193,7 +193,7 @@ pub struct Written {
 /// in the same transaction, when an order exists already, an order number is in several
 /// partitions, or a customer is not in the cache. `tap` hears of each partition streamed, and
 /// of the plan as soon as it is complete.
-pub async fn write_batch(
+pub(crate) async fn write_batch(
     db: &Database,
     cache: &Mutex<LocationCache>,
     stream: &mut PlanStream<'_>,
@@ -202,7 +202,7 @@ pub async fn write_batch(
 ) -> Written {
     let started = Instant::now();
     let budget_end = budget_end(db, started, deadline);
-    let mut stats = IoStats::default();
+    let mut stats = DatabaseStats::default();
     let first = if db.is_sink {
         let mut streaming = Streaming {
             stream: &mut *stream,
@@ -223,13 +223,13 @@ pub async fn write_batch(
     let (io, result) = if plan.has_writes() {
         Box::pin(write_retrying(db, cache, &plan, budget_end, stats, first)).await
     } else {
-        (IoStats::default(), Ok(Locations::new()))
+        (DatabaseStats::default(), Ok(Locations::new()))
     };
     Written { plan, io, result }
 }
 
 /// What the caller of [`write_batch`] hears while the write is under way.
-pub trait WriteTap {
+pub(crate) trait WriteTap {
     /// The plan is complete (once per invocation); the write may still be under way.
     fn planned(&mut self, plan: &Arc<Plan>);
     /// The orders of the input partition `key`, as the plan holds them, went into the streamed
@@ -266,7 +266,7 @@ enum GaveWay {
     OrderExists,
 }
 
-/// The first attempt of [`decode_and_write`]. `None` when it was not made: the batch has
+/// The first attempt of [`write_batch`]. `None` when it was not made: the batch has
 /// nothing for the database (no connection is taken then), or the first partition's customers
 /// are not all cached; otherwise the attempt's outcome, as [`write_retrying`] takes it.
 /// However it ends, the partitions it did not decode are left in the stream.
@@ -281,8 +281,8 @@ async fn streamed_attempt(
     cache: &Mutex<LocationCache>,
     streaming: &mut Streaming<'_, '_, '_>,
     budget_end: Instant,
-    stats: &mut IoStats,
-) -> Option<Result<Locations, Attempt>> {
+    stats: &mut DatabaseStats,
+) -> Option<Result<Locations, AttemptFailure>> {
     // A batch with nothing to write (tombstones only, say) needs no connection.
     while !streaming.stream.plan().has_writes() {
         if !streaming.stream.advance() {
@@ -318,19 +318,19 @@ async fn streamed_attempt(
             Some(why) => give_way(tx, cache, &plan, why, stats).await?,
         };
         stats.write_ms = millis(started.elapsed());
-        Ok::<_, Attempt>(locations)
+        Ok::<_, AttemptFailure>(locations)
     };
     let locations = match tokio::time::timeout_at(work_end.into(), work).await {
         Err(_) => {
             drop(tx);
             discard(&mut connection);
-            return Some(Err(Attempt::OutOfTime));
+            return Some(Err(AttemptFailure::OutOfTime));
         }
         Ok(Err(error)) => return Some(Err(error)),
         Ok(Ok(locations)) => locations,
     };
     let committed = commit(tx, budget_end).await;
-    if matches!(committed, Err(Attempt::CommitOutcomeUnknown(_))) {
+    if matches!(committed, Err(AttemptFailure::CommitOutcomeUnknown(_))) {
         discard(&mut connection);
     }
     Some(committed.map(|()| locations))
@@ -346,7 +346,7 @@ async fn stream_copy(
     cache: &Mutex<LocationCache>,
     streaming: &mut Streaming<'_, '_, '_>,
     locations: &mut Locations,
-) -> Result<(Option<GaveWay>, u64), Attempt> {
+) -> Result<(Option<GaveWay>, u64), AttemptFailure> {
     let mut copy = statements::OrdersCopy::new_orders(tx).await?;
     // The orders planned so far and not yet sent: the first partition's, whose customers were
     // found cached by the caller (no earlier partition has orders to repeat).
@@ -354,7 +354,7 @@ async fn stream_copy(
     let gave_way = loop {
         let orders = &streaming.stream.plan().orders[sent..];
         if let Err(error) = copy.add(orders, locations).await {
-            return Err(Attempt::Failed(copy.fail(error).await));
+            return Err(AttemptFailure::Failed(copy.fail(error).await));
         }
         // Only the last partition planned has orders not sent yet.
         if let Some(partition) = streaming.stream.plan().partitions.last() {
@@ -378,7 +378,7 @@ async fn stream_copy(
             Err(error) if statements::met_existing_order(&error) => {
                 Ok((Some(GaveWay::OrderExists), 0))
             }
-            Err(error) => Err(Attempt::Failed(error)),
+            Err(error) => Err(AttemptFailure::Failed(error)),
         },
         Some(why) => {
             copy.abort(&format!("{why:?}")).await?;
@@ -393,8 +393,8 @@ async fn finish_streamed(
     plan: &Plan,
     copied: u64,
     locations: &Locations,
-    stats: &mut IoStats,
-) -> Result<(), Attempt> {
+    stats: &mut DatabaseStats,
+) -> Result<(), AttemptFailure> {
     stats.lookup = LookupStats {
         cache_hits: locations.len(),
         ..LookupStats::default()
@@ -419,12 +419,12 @@ async fn give_way(
     cache: &Mutex<LocationCache>,
     plan: &Plan,
     why: GaveWay,
-    stats: &mut IoStats,
-) -> Result<Locations, Attempt> {
+    stats: &mut DatabaseStats,
+) -> Result<Locations, AttemptFailure> {
     tracing::debug!(reason = ?why, "the streamed COPY gives way to the general write");
     statements::undo_direct_copy(tx).await?;
     let lookup_started = Instant::now();
-    let (found, lookup) = enrich::locate(tx, cache, &plan.distinct_customers()).await?;
+    let (found, lookup) = enrich::lookup(tx, cache, &plan.distinct_customers()).await?;
     stats.lookup = lookup;
     stats.lookup_ms = millis(lookup_started.elapsed());
     stats.write = if why == GaveWay::OrderExists {
@@ -461,7 +461,7 @@ fn cache_covers(
     }
 }
 
-enum Attempt {
+enum AttemptFailure {
     /// Nothing was committed; the error says whether trying again can help.
     Failed(sqlx::Error),
     /// The time ran out before `COMMIT` was sent: nothing was committed.
@@ -470,7 +470,7 @@ enum Attempt {
     CommitOutcomeUnknown(String),
 }
 
-impl From<sqlx::Error> for Attempt {
+impl From<sqlx::Error> for AttemptFailure {
     fn from(error: sqlx::Error) -> Self {
         Self::Failed(error)
     }
@@ -489,8 +489,8 @@ async fn attempt(
     plan: &Plan,
     budget_end: Instant,
     set_aside_refused: bool,
-    stats: &mut IoStats,
-) -> Result<Locations, Attempt> {
+    stats: &mut DatabaseStats,
+) -> Result<Locations, AttemptFailure> {
     let work_end = work_end(budget_end);
     let begin = begin_statement(work_end, "");
     // One connection for the whole invocation.
@@ -499,13 +499,13 @@ async fn attempt(
     let work = async {
         let tx = &mut tx;
         let started = Instant::now();
-        let (locations, lookup) = enrich::locate(tx, cache, &plan.distinct_customers()).await?;
+        let (locations, lookup) = enrich::lookup(tx, cache, &plan.distinct_customers()).await?;
         stats.lookup = lookup;
         stats.lookup_ms = millis(started.elapsed());
         let started = Instant::now();
         if !db.is_sink {
             // Nothing to commit: the lookup was all this transaction was for.
-            return Ok::<_, Attempt>((locations, false));
+            return Ok::<_, AttemptFailure>((locations, false));
         }
         if set_aside_refused {
             write_setting_aside_refused(tx, plan, &locations, stats).await?;
@@ -513,13 +513,13 @@ async fn attempt(
             stats.write = statements::write(tx, plan, &locations).await?;
         }
         stats.write_ms = millis(started.elapsed());
-        Ok::<_, Attempt>((locations, true))
+        Ok::<_, AttemptFailure>((locations, true))
     };
     let (locations, wrote) = match tokio::time::timeout_at(work_end.into(), work).await {
         Err(_) => {
             drop(tx);
             discard(&mut connection);
-            return Err(Attempt::OutOfTime);
+            return Err(AttemptFailure::OutOfTime);
         }
         Ok(result) => result?,
     };
@@ -534,16 +534,19 @@ async fn attempt(
         return Ok(locations);
     }
     let committed = commit(tx, budget_end).await;
-    if matches!(committed, Err(Attempt::CommitOutcomeUnknown(_))) {
+    if matches!(committed, Err(AttemptFailure::CommitOutcomeUnknown(_))) {
         discard(&mut connection);
     }
     committed.map(|()| locations)
 }
 
 /// A connection of the pool, waited for until `work_end`.
-async fn connect(db: &Database, work_end: Instant) -> Result<PoolConnection<Postgres>, Attempt> {
+async fn connect(
+    db: &Database,
+    work_end: Instant,
+) -> Result<PoolConnection<Postgres>, AttemptFailure> {
     match tokio::time::timeout_at(work_end.into(), db.pool.acquire()).await {
-        Err(_) => Err(Attempt::OutOfTime),
+        Err(_) => Err(AttemptFailure::OutOfTime),
         Ok(result) => Ok(result?),
     }
 }
@@ -555,13 +558,13 @@ async fn begin_on(
     connection: &mut PoolConnection<Postgres>,
     begin: String,
     work_end: Instant,
-) -> Result<PgTransaction<'_>, Attempt> {
+) -> Result<PgTransaction<'_>, AttemptFailure> {
     let begun =
         tokio::time::timeout_at(work_end.into(), connection.begin_with(AssertSqlSafe(begin))).await;
     match begun {
         Ok(Ok(tx)) => Ok(tx),
-        Ok(Err(error)) => Err(Attempt::Failed(error)),
-        Err(_) => Err(Attempt::OutOfTime),
+        Ok(Err(error)) => Err(AttemptFailure::Failed(error)),
+        Err(_) => Err(AttemptFailure::OutOfTime),
     }
 }
 
@@ -577,13 +580,13 @@ fn discard(connection: &mut PoolConnection<Postgres>) {
 }
 
 /// Commits the write, waiting for the answer until `budget_end`.
-async fn commit(tx: PgTransaction<'_>, budget_end: Instant) -> Result<(), Attempt> {
+async fn commit(tx: PgTransaction<'_>, budget_end: Instant) -> Result<(), AttemptFailure> {
     match tokio::time::timeout_at(budget_end.into(), tx.commit()).await {
         Ok(Ok(())) => Ok(()),
         // The server answered: the transaction did not commit.
-        Ok(Err(error @ sqlx::Error::Database(_))) => Err(Attempt::Failed(error)),
-        Ok(Err(error)) => Err(Attempt::CommitOutcomeUnknown(error.to_string())),
-        Err(_) => Err(Attempt::CommitOutcomeUnknown(
+        Ok(Err(error @ sqlx::Error::Database(_))) => Err(AttemptFailure::Failed(error)),
+        Ok(Err(error)) => Err(AttemptFailure::CommitOutcomeUnknown(error.to_string())),
+        Err(_) => Err(AttemptFailure::CommitOutcomeUnknown(
             "no answer to COMMIT before the deadline".to_owned(),
         )),
     }
@@ -613,7 +616,7 @@ async fn write_setting_aside_refused(
     tx: &mut PgTransaction<'_>,
     plan: &Plan,
     locations: &Locations,
-    stats: &mut IoStats,
+    stats: &mut DatabaseStats,
 ) -> Result<(), sqlx::Error> {
     // A transient failure after this scan retries the whole attempt: count afresh.
     stats.orders_refused = 0;

@@ -13,7 +13,7 @@ fn tansu_binary() -> PathBuf {
 }
 
 /// The bootstrap servers of the shared broker, started on first use.
-pub fn bootstrap_servers() -> String {
+pub(crate) fn bootstrap_servers() -> String {
     let (servers, _) = TANSU.get_or_init(|| {
         extern "C" fn stop_tansu() {
             if let Some((_, child)) = TANSU.get() {
@@ -48,17 +48,17 @@ pub fn bootstrap_servers() -> String {
 }
 
 /// A tansu of one test's own, for tests that take the broker away. Killed when dropped.
-pub struct Dedicated(test_support::broker::Tansu);
+pub(crate) struct Dedicated(test_support::broker::Tansu);
 
 impl Dedicated {
     /// Starts tansu on a free port, telling clients to connect to `advertised_port` (a proxy in
     /// front of it, so that cutting the proxy cuts every connection the clients make).
-    pub fn behind(advertised_port: u16) -> Self {
+    pub(crate) fn behind(advertised_port: u16) -> Self {
         Self::start(Some(advertised_port), &[])
     }
 
     /// Starts tansu with `args`, advertising `advertised_port`, or its own port when `None`.
-    pub fn start(advertised_port: Option<u16>, args: &[&str]) -> Self {
+    pub(crate) fn start(advertised_port: Option<u16>, args: &[&str]) -> Self {
         Self(
             test_support::broker::Tansu::start(advertised_port, args)
                 .unwrap_or_else(|why| panic!("{why}")),
@@ -68,7 +68,7 @@ impl Dedicated {
 
 impl Dedicated {
     /// Starts tansu storing in the sqlite file `file` (see `test_support::broker::Tansu::start_on_file`).
-    pub fn start_on_file(
+    pub(crate) fn start_on_file(
         file: &std::path::Path,
         advertised_port: Option<u16>,
         args: &[&str],
@@ -89,14 +89,14 @@ impl std::ops::Deref for Dedicated {
 
 /// A TCP proxy on a fixed port that can be cut (every connection closed, new ones refused)
 /// and restored: to the clients behind it, the broker is gone and comes back.
-pub struct Proxy {
+pub(crate) struct Proxy {
     pub port: u16,
     running: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Proxy {
     /// A proxy on a free port; call [`Proxy::restore`] to start it.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             port: crate::support::free_port(),
             running: Mutex::new(None),
@@ -104,7 +104,7 @@ impl Proxy {
     }
 
     /// Accepts connections and forwards them to `upstream`.
-    pub async fn restore(&self, upstream: u16) {
+    pub(crate) async fn restore(&self, upstream: u16) {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
             .await
             .expect("binding the proxy port");
@@ -127,7 +127,7 @@ impl Proxy {
     }
 
     /// Closes the listener and every connection through it.
-    pub async fn cut(&self) {
+    pub(crate) async fn cut(&self) {
         let task = self.running.lock().unwrap().take();
         if let Some(task) = task {
             // Aborting the task drops the listener and the JoinSet, which aborts every
@@ -140,7 +140,7 @@ impl Proxy {
 
 /// A server that accepts connections and reads what clients send, but never answers: a broker
 /// that has stopped acknowledging.
-pub async fn silent_broker() -> (u16, tokio::task::JoinHandle<()>) {
+pub(crate) async fn silent_broker() -> (u16, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
         .unwrap();

@@ -121,7 +121,7 @@ fn poison_fixture_plans_under_both_policies() {
 }
 
 /// A batch at the event source mapping's limits: 10,000 records, just under the 6 MB payload cap.
-pub fn large_event() -> msk_order_enricher::decode::event::KafkaEvent<'static> {
+pub(crate) fn large_event() -> msk_order_enricher::decode::event::KafkaEvent<'static> {
     crate::support::parse_event(&build_event(
         "orders",
         4,

@@ -14,7 +14,7 @@ use esm_local::batch::{EventSource, TopicPartition};
 use esm_local::function::Function;
 use esm_local::on_failure::destination::Destination;
 use esm_local::rules::Settings;
-use esm_local::runner::{run, PartitionProgress, RunOptions, Source, Summary};
+use esm_local::runner::{run, PartitionOffsets, RunOptions, RunSummary, Source};
 use esm_local::source::file_topic::{FileTopic, LineFormat};
 use esm_local::EVENT_SOURCE_ARN;
 use serde_json::Value;
@@ -119,7 +119,7 @@ fn all_orders() -> Vec<String> {
     orders
 }
 
-fn lag(summary: &Summary) -> BTreeMap<String, i64> {
+fn lag(summary: &RunSummary) -> BTreeMap<String, i64> {
     summary
         .partitions
         .iter()
@@ -132,7 +132,7 @@ async fn file_topic_run(
     policy: &str,
     settings: Settings,
     destination: &Destination,
-) -> Summary {
+) -> RunSummary {
     let mut source = Source::File(FileTopic::from_lines(
         "orders",
         3,
@@ -156,7 +156,7 @@ async fn run_to_the_end(
     source: &mut Source,
     mut function: Function,
     destination: &Destination,
-) -> Summary {
+) -> RunSummary {
     let summary = run(
         options,
         source,
@@ -243,7 +243,7 @@ async fn file_topic_run_dead_letters_the_poison_record_and_commits_everything() 
     assert_eq!(summary.function_starts, 1);
     assert_eq!(
         summary.partitions[&TopicPartition::new("orders", 1)],
-        PartitionProgress {
+        PartitionOffsets {
             start: 0,
             committed: 7,
             end: 7

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use esm_local::runtime_api::{Outcome, RuntimeApi};
+use esm_local::runtime_api::{Answer, RuntimeApi};
 use esm_local::source::kafka::{self, Connection, KafkaSource, StartingPosition};
 use msk_order_enricher::report::response::BatchResponse;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
@@ -126,8 +126,8 @@ async fn stop(running: Running) -> String {
 async fn invoke(api: &RuntimeApi, deadline: Duration) -> BatchResponse {
     let body = std::fs::read(fixture_path("events/sample-orders.json")).unwrap();
     match api.invoke(body, deadline).await.expect("an answer") {
-        Outcome::Response(body) => serde_json::from_slice(&body).expect("a batch response"),
-        Outcome::Error(body) => panic!("function error: {}", String::from_utf8_lossy(&body)),
+        Answer::Response(body) => serde_json::from_slice(&body).expect("a batch response"),
+        Answer::Error(body) => panic!("function error: {}", String::from_utf8_lossy(&body)),
     }
 }
 

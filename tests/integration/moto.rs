@@ -10,7 +10,7 @@ use aws_sdk_secretsmanager::config::Credentials;
 static MOTO: OnceLock<(String, Mutex<Child>)> = OnceLock::new();
 
 /// The endpoint URL of the shared moto server, started on first use.
-pub fn endpoint() -> String {
+pub(crate) fn endpoint() -> String {
     let (endpoint, _) = MOTO.get_or_init(|| {
         extern "C" fn stop_moto() {
             if let Some((_, child)) = MOTO.get() {
@@ -35,7 +35,7 @@ pub fn endpoint() -> String {
 }
 
 /// The environment that points the function's AWS SDK at moto.
-pub fn function_env() -> Vec<(&'static str, String)> {
+pub(crate) fn function_env() -> Vec<(&'static str, String)> {
     vec![
         ("AWS_ENDPOINT_URL", endpoint()),
         ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
@@ -53,16 +53,16 @@ async fn config() -> aws_config::SdkConfig {
         .await
 }
 
-pub async fn client() -> aws_sdk_secretsmanager::Client {
+pub(crate) async fn client() -> aws_sdk_secretsmanager::Client {
     aws_sdk_secretsmanager::Client::new(&config().await)
 }
 
-pub async fn sqs_client() -> aws_sdk_sqs::Client {
+pub(crate) async fn sqs_client() -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(&config().await)
 }
 
 /// An S3 client for moto (path-style bucket addresses).
-pub async fn s3_client() -> aws_sdk_s3::Client {
+pub(crate) async fn s3_client() -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&config().await)
             .force_path_style(true)

@@ -2,11 +2,11 @@
 
 use std::sync::OnceLock;
 
-pub use test_support::pg::{PgOptions, PgServer};
+pub(crate) use test_support::pg::{PgOptions, PgServer};
 
 /// The server the tests of this process share (each test makes its own database on it),
 /// stopped when the process exits. `DATABASE_URL`, when set, names a server to use instead.
-pub fn shared_admin_url() -> String {
+pub(crate) fn shared_admin_url() -> String {
     if let Ok(url) = std::env::var("DATABASE_URL") {
         return url;
     }

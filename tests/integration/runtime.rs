@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use esm_local::runtime_api::{Outcome, RuntimeApi};
+use esm_local::runtime_api::{Answer, RuntimeApi};
 use msk_order_enricher::report::response::BatchResponse;
 use tokio::io::AsyncReadExt;
 
@@ -75,7 +75,7 @@ async fn the_binary_serves_invocations_reusing_its_pool_and_cache() {
         .await
         .unwrap()
     {
-        Outcome::Error(body) => {
+        Answer::Error(body) => {
             let body = String::from_utf8_lossy(&body);
             assert!(
                 body.contains("the event is not a Kafka event: missing field `records`"),

@@ -17,18 +17,18 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use test_support::db;
 
-pub struct TestDb {
+pub(crate) struct TestDb {
     pub url: String,
     pub pool: PgPool,
 }
 
 /// A new database with the schema and the sample customers, on the shared test server.
-pub async fn fresh_db() -> TestDb {
+pub(crate) async fn fresh_db() -> TestDb {
     fresh_db_on(&crate::pg::shared_admin_url()).await
 }
 
 /// A new database with the schema and the sample customers, on the server of `admin_url`.
-pub async fn fresh_db_on(admin_url: &str) -> TestDb {
+pub(crate) async fn fresh_db_on(admin_url: &str) -> TestDb {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let name = format!(
         "enricher_test_{}_{}",
@@ -72,7 +72,7 @@ fn with_database(url: &str, database: &str) -> String {
 }
 
 /// The function's state for `url`, with extra configuration variables.
-pub async fn app(url: &str, vars: &[(&str, &str)]) -> App {
+pub(crate) async fn app(url: &str, vars: &[(&str, &str)]) -> App {
     let mut map: HashMap<String, String> = vars
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -89,24 +89,24 @@ pub async fn app(url: &str, vars: &[(&str, &str)]) -> App {
     App::new(&config).await.expect("building the app")
 }
 
-pub fn fixture_path(name: &str) -> PathBuf {
+pub(crate) fn fixture_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
         .join(name)
 }
 
-pub fn event(name: &str) -> KafkaEvent<'static> {
+pub(crate) fn event(name: &str) -> KafkaEvent<'static> {
     let text =
         std::fs::read_to_string(fixture_path(&format!("events/{name}"))).expect("reading fixture");
     parse_event(&text)
 }
 
 /// Processes an event with no deadline.
-pub async fn process(app: &App, event: KafkaEvent<'_>) -> (BatchResponse, Summary) {
+pub(crate) async fn process(app: &App, event: KafkaEvent<'_>) -> (BatchResponse, Summary) {
     handler::process(app, event, None).await
 }
 
-pub async fn process_by(
+pub(crate) async fn process_by(
     app: &App,
     event: KafkaEvent<'_>,
     deadline: Instant,
@@ -117,7 +117,7 @@ pub async fn process_by(
 /// The response as `(partition, offset)` pairs.
 /// What a batch response for `poison.json` says when nothing of it was written: the first
 /// record of every partition, as the records map names them.
-pub fn poison_json_reported_whole() -> Vec<(String, i64)> {
+pub(crate) fn poison_json_reported_whole() -> Vec<(String, i64)> {
     vec![
         ("orders-0".into(), 40),
         ("orders-1".into(), 10),
@@ -127,7 +127,7 @@ pub fn poison_json_reported_whole() -> Vec<(String, i64)> {
 
 /// What a batch response for `sample-orders.json` says when none of it may count as done:
 /// the first record of each of its three partitions.
-pub fn sample_orders_reported_whole() -> Vec<(String, i64)> {
+pub(crate) fn sample_orders_reported_whole() -> Vec<(String, i64)> {
     vec![
         ("orders-0".into(), 0),
         ("orders-1".into(), 0),
@@ -137,14 +137,14 @@ pub fn sample_orders_reported_whole() -> Vec<(String, i64)> {
 
 /// A function process whose output is read as it comes: a pipe nobody reads fills up at 64 KB
 /// and then blocks the function's logging, and with it the function.
-pub struct Running {
+pub(crate) struct Running {
     pub child: tokio::process::Child,
     output: tokio::task::JoinHandle<String>,
 }
 
 impl Running {
     /// Spawns `command` with its stdout and stderr collected.
-    pub fn spawn(command: &mut tokio::process::Command) -> Self {
+    pub(crate) fn spawn(command: &mut tokio::process::Command) -> Self {
         use tokio::io::AsyncReadExt as _;
         command
             .stdout(std::process::Stdio::piped())
@@ -166,13 +166,13 @@ impl Running {
     }
 
     /// Stops the function; everything it printed.
-    pub async fn stop(mut self) -> String {
+    pub(crate) async fn stop(mut self) -> String {
         let _ = self.child.kill().await;
         self.output.await.expect("the output reader")
     }
 }
 
-pub fn reported(response: &BatchResponse) -> Vec<(String, i64)> {
+pub(crate) fn reported(response: &BatchResponse) -> Vec<(String, i64)> {
     response
         .batch_item_failures
         .iter()
@@ -187,7 +187,7 @@ pub fn reported(response: &BatchResponse) -> Vec<(String, i64)> {
 
 /// Every column of every `enriched_orders` row as text, `written_at` included: a replay that
 /// rewrote a row, even with equal values, would show.
-pub async fn orders_snapshot(pool: &PgPool) -> Vec<Vec<Option<String>>> {
+pub(crate) async fn orders_snapshot(pool: &PgPool) -> Vec<Vec<Option<String>>> {
     let rows = sqlx::query(
         "SELECT order_no, order_date::text, region, customer, item, units::text, unit_cost::text, total::text,
                 customer_found::text, address, longitude::text, latitude::text, source_topic,
@@ -203,7 +203,7 @@ pub async fn orders_snapshot(pool: &PgPool) -> Vec<Vec<Option<String>>> {
 }
 
 /// The same without `written_at`, to compare two databases.
-pub async fn orders_content(pool: &PgPool) -> Vec<Vec<Option<String>>> {
+pub(crate) async fn orders_content(pool: &PgPool) -> Vec<Vec<Option<String>>> {
     orders_snapshot(pool)
         .await
         .into_iter()
@@ -214,7 +214,7 @@ pub async fn orders_content(pool: &PgPool) -> Vec<Vec<Option<String>>> {
         .collect()
 }
 
-pub async fn count(pool: &PgPool, table: &str) -> i64 {
+pub(crate) async fn count(pool: &PgPool, table: &str) -> i64 {
     sqlx::query(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
         .fetch_one(pool)
         .await
@@ -223,7 +223,7 @@ pub async fn count(pool: &PgPool, table: &str) -> i64 {
 }
 
 /// `(address, longitude, latitude, customer_found)` of an order, as text.
-pub async fn location_of(
+pub(crate) async fn location_of(
     pool: &PgPool,
     order_no: &str,
 ) -> (Option<String>, Option<String>, Option<String>, bool) {
@@ -238,21 +238,24 @@ pub async fn location_of(
 }
 
 /// Invokes the function behind `api` with a fixture event and returns its batch response.
-pub async fn invoke_fixture(api: &esm_local::runtime_api::RuntimeApi, name: &str) -> BatchResponse {
-    use esm_local::runtime_api::Outcome;
+pub(crate) async fn invoke_fixture(
+    api: &esm_local::runtime_api::RuntimeApi,
+    name: &str,
+) -> BatchResponse {
+    use esm_local::runtime_api::Answer;
     let body = std::fs::read(fixture_path(&format!("events/{name}"))).expect("reading fixture");
     match api
         .invoke(body, std::time::Duration::from_secs(30))
         .await
         .expect("an answer")
     {
-        Outcome::Response(body) => serde_json::from_slice(&body).expect("a batch response"),
-        Outcome::Error(body) => panic!("function error: {}", String::from_utf8_lossy(&body)),
+        Answer::Response(body) => serde_json::from_slice(&body).expect("a batch response"),
+        Answer::Error(body) => panic!("function error: {}", String::from_utf8_lossy(&body)),
     }
 }
 
 /// A TCP port on 127.0.0.1 that is free now, for a server the tests start next.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind(("127.0.0.1", 0))
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())
@@ -261,7 +264,7 @@ pub fn free_port() -> u16 {
 
 /// Waits until `server` accepts connections on `port`, failing if it exits first or does not
 /// listen within 30 s.
-pub fn wait_until_listening(server: &mut std::process::Child, port: u16, what: &str) {
+pub(crate) fn wait_until_listening(server: &mut std::process::Child, port: u16, what: &str) {
     let started = std::time::Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if let Ok(Some(status)) = server.try_wait() {
@@ -276,7 +279,7 @@ pub fn wait_until_listening(server: &mut std::process::Child, port: u16, what: &
 }
 
 /// An event's JSON, as the function decodes it, copied out of the text so that it can outlive it.
-pub fn parse_event(json: &str) -> KafkaEvent<'static> {
+pub(crate) fn parse_event(json: &str) -> KafkaEvent<'static> {
     serde_json::from_str::<KafkaEvent<'_>>(json)
         .expect("the text is a Kafka event")
         .into_owned()
@@ -284,7 +287,7 @@ pub fn parse_event(json: &str) -> KafkaEvent<'static> {
 
 /// A transaction of another session that has inserted `order_no` and not committed: a `COPY`
 /// of the same order number waits for it.
-pub async fn insert_uncommitted(
+pub(crate) async fn insert_uncommitted(
     pool: &sqlx::PgPool,
     order_no: &str,
 ) -> sqlx::Transaction<'static, sqlx::Postgres> {
@@ -302,7 +305,7 @@ pub async fn insert_uncommitted(
 }
 
 /// An order's value, as the order stream carries it.
-pub fn order_line(order_no: &str, customer: &str, units: u32) -> String {
+pub(crate) fn order_line(order_no: &str, customer: &str, units: u32) -> String {
     format!(
         r#"{{"OrderNo":"{order_no}","OrderDate":"2024-03-01","Region":"East","Customer":"{customer}","Item":"Pen","Units":{units},"Unit Cost":1.50,"Total":{}}}"#,
         f64::from(units) * 1.5
@@ -311,10 +314,10 @@ pub fn order_line(order_no: &str, customer: &str, units: u32) -> String {
 
 /// One record of topic `orders`: (partition, offset, order number, customer, units), with a
 /// timestamp that grows with the offset.
-pub type Spec<'a> = (i32, i64, &'a str, &'a str, u32);
+pub(crate) type Spec<'a> = (i32, i64, &'a str, &'a str, u32);
 
 /// A Kafka event of these records.
-pub fn event_of(records: &[Spec<'_>]) -> KafkaEvent<'static> {
+pub(crate) fn event_of(records: &[Spec<'_>]) -> KafkaEvent<'static> {
     let records: Vec<Record> = records
         .iter()
         .map(|&(partition, offset, no, customer, units)| {
@@ -338,7 +341,7 @@ pub fn event_of(records: &[Spec<'_>]) -> KafkaEvent<'static> {
 
 /// The session whose `COPY` into `enriched_orders` of `pool`'s database waits on a row lock,
 /// once there is one (10 s at most). Only that database's: the tests share one server.
-pub async fn copy_waiting_on_a_lock(pool: &PgPool) -> i32 {
+pub(crate) async fn copy_waiting_on_a_lock(pool: &PgPool) -> i32 {
     for _ in 0..500 {
         let pid: Option<i32> = sqlx::query_scalar(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'COPY enriched_orders%'",
