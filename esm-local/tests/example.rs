@@ -215,6 +215,35 @@ async fn records_matching_no_filter_never_reach_the_function_and_are_committed()
     );
 }
 
+/// Invocations that overlap in time hold different partitions, one partition per batch; the
+/// probe wrote each invocation's start, end and partitions to `invocations`.
+fn assert_no_partition_shared(invocations: &std::path::Path) {
+    let spans: Vec<(u128, u128, String)> = std::fs::read_to_string(invocations)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut fields = line.split(' ');
+            let start = fields.next().unwrap().parse().unwrap();
+            let end = fields.next().unwrap().parse().unwrap();
+            (start, end, fields.next().unwrap().to_owned())
+        })
+        .collect();
+    assert_eq!(spans.len(), 20);
+    for (i, a) in spans.iter().enumerate() {
+        for b in &spans[i + 1..] {
+            let overlap = a.0 < b.1 && b.0 < a.1;
+            assert!(
+                !(overlap && a.2 == b.2),
+                "{a:?} and {b:?} overlap on one partition"
+            );
+        }
+    }
+    assert!(
+        spans.iter().all(|s| !s.2.contains(',')),
+        "one partition per poller, so per batch"
+    );
+}
+
 /// Four pollers over a four-partition topic: invocations overlap, but never two at once on
 /// the same partition, and each partition is delivered in offset order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,31 +313,7 @@ async fn pollers_invoke_concurrently_and_never_share_a_partition() {
     assert!(summary.concurrency_reached > 1, "{summary:?}");
     assert!(summary.partitions.values().all(|p| p.lag() == 0));
 
-    // Invocations that overlap in time hold different partitions.
-    let spans: Vec<(u128, u128, String)> = std::fs::read_to_string(&invocations)
-        .unwrap()
-        .lines()
-        .map(|line| {
-            let mut fields = line.split(' ');
-            let start = fields.next().unwrap().parse().unwrap();
-            let end = fields.next().unwrap().parse().unwrap();
-            (start, end, fields.next().unwrap().to_owned())
-        })
-        .collect();
-    assert_eq!(spans.len(), 20);
-    for (i, a) in spans.iter().enumerate() {
-        for b in &spans[i + 1..] {
-            let overlap = a.0 < b.1 && b.0 < a.1;
-            assert!(
-                !(overlap && a.2 == b.2),
-                "{a:?} and {b:?} overlap on one partition"
-            );
-        }
-    }
-    assert!(
-        spans.iter().all(|s| !s.2.contains(',')),
-        "one partition per poller, so per batch"
-    );
+    assert_no_partition_shared(&invocations);
     // Each partition's records arrived in offset order.
     let accepted = std::fs::read_to_string(&log).unwrap();
     for partition in 0..4 {

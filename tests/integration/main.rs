@@ -7,6 +7,7 @@ mod support;
 
 mod decoding;
 mod enrichment;
+mod esm_local_broker;
 mod esm_local_stream;
 mod faults;
 mod kafka_auth;

@@ -100,6 +100,34 @@ fn sample_orders() -> BTreeSet<String> {
     (1..=10).map(|n| format!("SO-{n:03}")).collect()
 }
 
+/// The topic and the table agree on every order's location.
+async fn assert_topic_agrees_with_table(records: &[SourceRecord], pool: &sqlx::PgPool) {
+    let rows: Vec<LocationRow> = sqlx::query_as(
+        "SELECT order_no, address, longitude::text, latitude::text FROM enriched_orders",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let table: BTreeMap<String, Location> = rows
+        .into_iter()
+        .map(|(no, address, longitude, latitude)| (no, (address, longitude, latitude)))
+        .collect();
+    for record in records {
+        let value = value(record);
+        let text = |field: &str| match &value[field] {
+            serde_json::Value::Null => None,
+            serde_json::Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        };
+        assert_eq!(
+            table[&key(record)],
+            (text("Address"), text("Longitude"), text("Latitude")),
+            "{}",
+            key(record)
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_sinks_commit_the_table_then_produce_each_order_keyed_with_location_and_source() {
     let db = fresh_db().await;
@@ -143,31 +171,7 @@ async fn both_sinks_commit_the_table_then_produce_each_order_keyed_with_location
         ["orders", "1", "0", "1700000000000"]
     );
 
-    // The topic and the table agree on every order's location.
-    let rows: Vec<LocationRow> = sqlx::query_as(
-        "SELECT order_no, address, longitude::text, latitude::text FROM enriched_orders",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
-    let table: BTreeMap<String, Location> = rows
-        .into_iter()
-        .map(|(no, address, longitude, latitude)| (no, (address, longitude, latitude)))
-        .collect();
-    for record in &records {
-        let value = value(record);
-        let text = |field: &str| match &value[field] {
-            serde_json::Value::Null => None,
-            serde_json::Value::String(s) => Some(s.clone()),
-            other => Some(other.to_string()),
-        };
-        assert_eq!(
-            table[&key(record)],
-            (text("Address"), text("Longitude"), text("Latitude")),
-            "{}",
-            key(record)
-        );
-    }
+    assert_topic_agrees_with_table(&records, &db.pool).await;
 
     // A redelivery changes nothing in the table and produces the orders again, in the same
     // order within each output partition.

@@ -99,6 +99,13 @@ async fn the_binary_serves_invocations_reusing_its_pool_and_cache() {
         .read_to_string(&mut stdout)
         .await
         .unwrap();
+    assert_log_lines(&stdout);
+    assert_metrics(&stdout);
+}
+
+/// The log line of each of the four invocations with a response: what the lookup and the
+/// write did.
+fn assert_log_lines(stdout: &str) {
     let summaries: Vec<serde_json::Value> = stdout
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
@@ -129,6 +136,14 @@ async fn the_binary_serves_invocations_reusing_its_pool_and_cache() {
     );
     assert_eq!(field(1, "orders_changed"), 0);
     assert_eq!(field(3, "customers_not_found"), 1);
+    assert!(summaries[0]["request_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("local-"));
+}
+
+/// The EMF document of each of the four invocations with a response.
+fn assert_metrics(stdout: &str) {
     // One EMF document per invocation that got a response, with the batch's figures.
     let metrics: Vec<serde_json::Value> = stdout
         .lines()
@@ -157,10 +172,6 @@ async fn the_binary_serves_invocations_reusing_its_pool_and_cache() {
         (0.0, 1.0)
     );
     assert!(metric(0, "OldestRecordAge") > 0.0);
-    assert!(summaries[0]["request_id"]
-        .as_str()
-        .unwrap()
-        .starts_with("local-"));
 }
 
 #[tokio::test]

@@ -101,8 +101,39 @@ fn wiring_problems(template: &Value, cargo: &toml::Table) -> Vec<String> {
         )];
     };
     let properties = function.get("Properties").cloned().unwrap_or(Value::Null);
+    function_problems(&mut problems, template, function, &properties, cargo);
+    let events = properties
+        .get("Events")
+        .and_then(Value::as_mapping)
+        .cloned()
+        .unwrap_or_default();
+    let msk: Vec<&Value> = events
+        .values()
+        .filter(|e| e.get("Type").and_then(Value::as_str) == Some("MSK"))
+        .collect();
+    let [event] = msk.as_slice() else {
+        problems.push(format!("expected one MSK event, found {}", msk.len()));
+        return problems;
+    };
+    let event = event.get("Properties").cloned().unwrap_or(Value::Null);
+    event_problems(&mut problems, template, &event);
+    problems.extend(kafka_sink_problems(template, &properties));
+    if event.get("ProvisionedPollerConfig").is_none() {
+        problems.push("no ProvisionedPollerConfig: retry limits and the on-failure destination need provisioned mode".to_owned());
+    }
+    problems
+}
+
+/// The function's runtime, handler, build and timeout.
+fn function_problems(
+    problems: &mut Vec<String>,
+    template: &Value,
+    function: &Value,
+    properties: &Value,
+    cargo: &toml::Table,
+) {
     let text = |path: &[&str]| {
-        get(&properties, path)
+        get(properties, path)
             .and_then(Value::as_str)
             .map(str::to_owned)
     };
@@ -132,27 +163,16 @@ fn wiring_problems(template: &Value, cargo: &toml::Table) -> Vec<String> {
         )),
     }
     check_range(
-        &mut problems,
+        problems,
         template,
         "Timeout",
         properties.get("Timeout"),
         (1.0, 840.0),
     );
+}
 
-    let events = properties
-        .get("Events")
-        .and_then(Value::as_mapping)
-        .cloned()
-        .unwrap_or_default();
-    let msk: Vec<&Value> = events
-        .values()
-        .filter(|e| e.get("Type").and_then(Value::as_str) == Some("MSK"))
-        .collect();
-    let [event] = msk.as_slice() else {
-        problems.push(format!("expected one MSK event, found {}", msk.len()));
-        return problems;
-    };
-    let event = event.get("Properties").cloned().unwrap_or(Value::Null);
+/// The MSK event's response types, retry limits, batch size and on-failure destination.
+fn event_problems(problems: &mut Vec<String>, template: &Value, event: &Value) {
     let response_types: Vec<&str> = event
         .get("FunctionResponseTypes")
         .and_then(Value::as_sequence)
@@ -164,27 +184,27 @@ fn wiring_problems(template: &Value, cargo: &toml::Table) -> Vec<String> {
         problems.push("FunctionResponseTypes lacks ReportBatchItemFailures: partial batch responses would be ignored".to_owned());
     }
     check_range(
-        &mut problems,
+        problems,
         template,
         "MaximumRetryAttempts",
         event.get("MaximumRetryAttempts"),
         (0.0, 10_000.0),
     );
     check_range(
-        &mut problems,
+        problems,
         template,
         "MaximumRecordAgeInSeconds",
         event.get("MaximumRecordAgeInSeconds"),
         (60.0, 604_800.0),
     );
     check_range(
-        &mut problems,
+        problems,
         template,
         "BatchSize",
         event.get("BatchSize"),
         (1.0, 10_000.0),
     );
-    if get(&event, &["DestinationConfig", "OnFailure", "Destination"]).is_none() {
+    if get(event, &["DestinationConfig", "OnFailure", "Destination"]).is_none() {
         problems.push("no on-failure destination: exhausted batches would be dropped".to_owned());
     }
     // Only S3 (and Kafka) destinations keep the records themselves; SQS and SNS get offsets,
@@ -196,11 +216,6 @@ fn wiring_problems(template: &Value, cargo: &toml::Table) -> Vec<String> {
             "the default on-failure destination is {default_destination:?}, which does not keep the records; S3 does"
         ));
     }
-    problems.extend(kafka_sink_problems(template, &properties));
-    if event.get("ProvisionedPollerConfig").is_none() {
-        problems.push("no ProvisionedPollerConfig: retry limits and the on-failure destination need provisioned mode".to_owned());
-    }
-    problems
 }
 
 /// Every mapping with a `Sid` under `value`, by Sid, with its actions.
