@@ -32,3 +32,22 @@ openssl_headers_found() {
   command -v pkg-config >/dev/null 2>&1 && pkg-config --exists openssl && return 0
   [ -f /usr/include/openssl/ssl.h ]
 }
+
+# rust_toolchain_check: cargo runs with the toolchain rust-toolchain.toml pins (installed with
+# rustup when it is missing and rustup can), or says what is missing and returns 1.
+rust_toolchain_check() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "missing: cargo (install Rust with rustup: https://rustup.rs)" >&2
+    return 1
+  fi
+  cargo --version >/dev/null 2>&1 && return 0
+  local channel
+  channel=$(sed -n 's/^channel = "\(.*\)"$/\1/p' rust-toolchain.toml)
+  if command -v rustup >/dev/null 2>&1; then
+    echo "== installing the Rust toolchain $channel that rust-toolchain.toml pins"
+    rustup toolchain install "$channel" --profile minimal --component rustfmt,clippy && return 0
+  fi
+  echo "missing: the Rust toolchain $channel that rust-toolchain.toml pins" >&2
+  echo "         (rustup toolchain install $channel --component rustfmt,clippy)" >&2
+  return 1
+}
