@@ -13,6 +13,7 @@ use crate::kafka::records::{self, OrderRecords, PartitionRecords};
 use crate::lambda::deadline::{self, epoch_ms, millis};
 use crate::plan::stream::PlanStream;
 use crate::plan::{Plan, PlannedOrder, WriteOutcome};
+use crate::postgres::statements::WriteStats;
 use crate::postgres::write::{self, DatabaseStats, WriteTap, Written};
 use crate::postgres::WriteFailure;
 use crate::report::metrics;
@@ -286,7 +287,12 @@ fn summarize(
     Summary {
         counts: plan.counts.clone(),
         lookup: io.lookup,
-        write: io.write,
+        // A write that did not commit changed nothing, whatever its last attempt counted.
+        write: if failure.is_none() {
+            io.write
+        } else {
+            WriteStats::default()
+        },
         failure,
         orders_written: if committed {
             plan.orders.len() - io.orders_refused

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
 use crate::enrich::cache::LocationCache;
@@ -23,6 +24,10 @@ pub struct LookupStats {
     pub looked_up: usize,
     /// Lookup queries sent (0 or 1).
     pub round_trips: usize,
+    /// Customers whose row could not be read (a `NaN` or out-of-range coordinate): their orders
+    /// are written without a location, as for an unknown customer, and the row is named in the
+    /// log so that an operator can fix it.
+    pub unreadable: usize,
 }
 
 /// The locations of `customers` if the cache holds a fresh entry for every one of them, else
@@ -65,7 +70,7 @@ pub async fn lookup(
     let mut stats = LookupStats {
         cache_hits: locations.len(),
         looked_up: missing.len(),
-        round_trips: 0,
+        ..LookupStats::default()
     };
     if missing.is_empty() {
         return Ok((locations, stats));
@@ -81,14 +86,23 @@ pub async fn lookup(
 
     let mut found: HashMap<String, Location> = HashMap::with_capacity(rows.len());
     for row in rows {
-        found.insert(
-            row.try_get("customer_name")?,
-            Location {
-                address: row.try_get("address")?,
-                longitude: row.try_get("longitude")?,
-                latitude: row.try_get("latitude")?,
-            },
-        );
+        let customer: String = row.try_get("customer_name")?;
+        match read_location(&row) {
+            Ok(location) => {
+                found.insert(customer, location);
+            }
+            // One bad reference row must not fail every batch with that customer: it counts
+            // as not found (cached so, until the row is fixed and the entry expires).
+            Err(error @ sqlx::Error::ColumnDecode { .. }) => {
+                stats.unreadable += 1;
+                tracing::warn!(
+                    customer = customer.as_str(),
+                    reason = %error,
+                    "customer row unreadable; its orders are written without a location"
+                );
+            }
+            Err(error) => return Err(error),
+        }
     }
     let mut cache = lock(cache);
     for customer in missing {
@@ -97,4 +111,13 @@ pub async fn lookup(
         locations.insert(customer.to_owned(), location);
     }
     Ok((locations, stats))
+}
+
+/// The location a `customers` row holds.
+fn read_location(row: &PgRow) -> Result<Location, sqlx::Error> {
+    Ok(Location {
+        address: row.try_get("address")?,
+        longitude: row.try_get("longitude")?,
+        latitude: row.try_get("latitude")?,
+    })
 }

@@ -15,7 +15,9 @@ pub enum ErrorClass {
     /// The server-side time budget (`statement_timeout`, `lock_timeout`) ran out: the
     /// deadline is near, and the transaction was rolled back.
     OutOfTime,
-    /// A value was refused (SQLSTATE classes 22 and 23): trying again cannot help.
+    /// A value was refused (SQLSTATE classes 22 and 23, and 54000 for a row over one of the
+    /// server's limits, such as an index entry too large for a B-tree page): trying again
+    /// cannot help, but the batch without that row can be written.
     Data,
     /// Anything else (configuration, TLS verification, a bug): not retried.
     Permanent,
@@ -54,7 +56,9 @@ pub fn classify_sqlstate(code: &str) -> ErrorClass {
         // query_canceled (statement_timeout) and lock_not_available (lock_timeout).
         "57014" | "55P03" => ErrorClass::OutOfTime,
         c if c.starts_with("28") => ErrorClass::Authentication,
-        c if c.starts_with("22") || c.starts_with("23") => ErrorClass::Data,
+        // program_limit_exceeded: what one row holds is over a limit of the server (an order
+        // number longer than a B-tree entry may be); the other rows of the batch are not.
+        c if c.starts_with("22") || c.starts_with("23") || c == "54000" => ErrorClass::Data,
         _ => ErrorClass::Permanent,
     }
 }
@@ -103,6 +107,16 @@ mod tests {
         for (code, class) in cases {
             assert_eq!(classify_sqlstate(code), class, "{code}");
         }
+    }
+
+    #[test]
+    fn a_row_over_a_server_limit_is_a_data_error_and_other_limits_are_not() {
+        assert_eq!(classify_sqlstate("54000"), ErrorClass::Data);
+        assert_eq!(
+            classify_sqlstate("54001"),
+            ErrorClass::Permanent,
+            "statement too complex"
+        );
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub mod names {
     pub const ORDERS_ENRICHED: &str = "OrdersEnriched";
     /// Orders written whose customer is unknown.
     pub const CUSTOMERS_NOT_FOUND: &str = "CustomersNotFound";
+    /// Customers whose row could not be read (written without a location, counted in
+    /// `CustomersNotFound` too).
+    pub const CUSTOMERS_UNREADABLE: &str = "CustomersUnreadable";
     /// Records kept in `dead_letters`.
     pub const RECORDS_DEAD_LETTERED: &str = "RecordsDeadLettered";
     /// Records without a value.
@@ -70,11 +73,21 @@ pub fn emf_document(summary: &Summary, config: &MetricsConfig, now_ms: i64) -> O
         (names::RECORDS_RECEIVED, count(summary.counts.received)),
         (
             names::ORDERS_ENRICHED,
-            count(summary.orders_written - summary.write.customers_not_found),
+            // Saturating: only committed orders count, and an attempt that wrote and then
+            // failed to commit leaves nothing written.
+            count(
+                summary
+                    .orders_written
+                    .saturating_sub(summary.write.customers_not_found),
+            ),
         ),
         (
             names::CUSTOMERS_NOT_FOUND,
             count(summary.write.customers_not_found),
+        ),
+        (
+            names::CUSTOMERS_UNREADABLE,
+            count(summary.lookup.unreadable),
         ),
         (
             names::RECORDS_DEAD_LETTERED,
@@ -128,6 +141,16 @@ pub fn emf_document(summary: &Summary, config: &MetricsConfig, now_ms: i64) -> O
         ));
     }
 
+    Some(document(&metrics, config, namespace, now_ms))
+}
+
+/// The EMF document of `metrics` (name, value, unit), with the configured dimensions.
+fn document(
+    metrics: &[(&str, (f64, &str))],
+    config: &MetricsConfig,
+    namespace: &str,
+    now_ms: i64,
+) -> String {
     let mut document = Map::new();
     let dimension_names: Vec<&str> = config
         .dimensions
@@ -149,9 +172,9 @@ pub fn emf_document(summary: &Summary, config: &MetricsConfig, now_ms: i64) -> O
         document.insert(name.clone(), Value::String(value.clone()));
     }
     for (name, (value, _)) in metrics {
-        document.insert(name.to_owned(), json!(value));
+        document.insert((*name).to_owned(), json!(value));
     }
-    Some(Value::Object(document).to_string())
+    Value::Object(document).to_string()
 }
 
 #[cfg(test)]
@@ -175,6 +198,7 @@ mod tests {
                 cache_hits: 3,
                 looked_up: 1,
                 round_trips: 1,
+                unreadable: 0,
             },
             write: WriteStats {
                 orders_changed: 9,
@@ -230,6 +254,7 @@ mod tests {
             ("RecordsReceived", "Count", 12.0),
             ("OrdersEnriched", "Count", 8.0),
             ("CustomersNotFound", "Count", 1.0),
+            ("CustomersUnreadable", "Count", 0.0),
             ("RecordsDeadLettered", "Count", 2.0),
             ("Tombstones", "Count", 1.0),
             ("RecordsRetried", "Count", 0.0),

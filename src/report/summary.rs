@@ -115,6 +115,7 @@ pub fn log_summary(request_id: &str, summary: &Summary) {
                 database_wait_ms = summary.database_wait_ms,
                 cache_hits = summary.lookup.cache_hits,
                 customers_looked_up = summary.lookup.looked_up,
+                customers_unreadable = summary.lookup.unreadable,
                 lookup_round_trips = summary.lookup.round_trips,
                 decode_ms = summary.decode_ms,
                 lookup_ms = summary.lookup_ms,

@@ -155,3 +155,47 @@ async fn multi_topic_and_self_managed_events_are_written_with_their_sources() {
         ]
     );
 }
+
+/// A `customers` row the function cannot read (a `NaN` coordinate, which `numeric` accepts)
+/// degrades the orders of that customer to "not found" and fails nothing: the batch, its other
+/// partition included, is written on the first delivery, and the row is counted.
+#[tokio::test]
+async fn an_unreadable_customer_row_is_written_without_a_location_and_blocks_nothing() {
+    let db = fresh_db().await;
+    sqlx::query(
+        "INSERT INTO customers (customer_name, address, longitude, latitude) VALUES ('NaNCo', '1 Odd Street', 'NaN', 'NaN')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let app = app(&db.url, &[]).await;
+    let records: [Spec<'_>; 2] = [(0, 1, "SO-N1", "Jones", 1), (1, 1, "SO-N2", "NaNCo", 2)];
+    let (response, summary) = process(&app, event_of(&records)).await;
+
+    assert_eq!(reported(&response), vec![], "{:?}", summary.failure);
+    assert_eq!(
+        (
+            summary.orders_written,
+            summary.lookup.unreadable,
+            summary.write.customers_not_found
+        ),
+        (2, 1, 1)
+    );
+    let found: Vec<(String, bool, Option<String>)> = sqlx::query_as(
+        "SELECT order_no, customer_found, address FROM enriched_orders ORDER BY order_no",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        found,
+        [
+            (
+                "SO-N1".to_owned(),
+                true,
+                Some("1745 T Street Southeast".to_owned())
+            ),
+            ("SO-N2".to_owned(), false, None),
+        ]
+    );
+}

@@ -1,6 +1,7 @@
 //! Production faults against a real server: an outage shorter than the time left, a row lock
 //! held past the deadline, sessions killed between invocations, a timestamp the database cannot
-//! store, and concurrent execution environments writing the same orders.
+//! store, an order number too long for the primary key's index, a commit that keeps failing,
+//! and concurrent execution environments writing the same orders.
 
 use std::time::{Duration, Instant};
 
@@ -8,13 +9,6 @@ use test_support::events::{build_event, RecordSpec};
 
 use crate::pg::PgServer;
 use crate::support::*;
-
-fn order_line(order_no: &str, customer: &str, units: u32) -> String {
-    format!(
-        r#"{{"OrderNo":"{order_no}","OrderDate":"2024-03-01","Region":"East","Customer":"{customer}","Item":"Pen","Units":{units},"Unit Cost":1.50,"Total":{}}}"#,
-        f64::from(units) * 1.5
-    )
-}
 
 /// One partition of `topic` holding `orders` (order number, units) from `first_offset` on.
 fn batch(
@@ -359,4 +353,123 @@ async fn the_table_does_not_depend_on_the_order_invocations_commit_in() {
             assert_eq!(rows, &expected, "scenario {scenario}: {partitions:?}");
         }
     }
+}
+
+/// `length` characters that PostgreSQL cannot compress (an index entry of a repeated character
+/// would be compressed below the B-tree's limit): a pseudo-random walk over letters and digits.
+fn incompressible(length: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..length)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let index = usize::try_from(state >> 58).unwrap() % ALPHABET.len();
+            char::from(ALPHABET[index])
+        })
+        .collect()
+}
+
+/// An order number longer than the primary key's B-tree entry may be (SQLSTATE 54000) is the
+/// refusal of one row: it is dead-lettered and the orders of the other partition, and its own,
+/// are written on the first delivery, instead of the whole batch failing on every delivery.
+#[tokio::test]
+async fn an_order_number_too_long_for_the_index_is_dead_lettered_and_the_rest_written_on_first_delivery(
+) {
+    let db = fresh_db().await;
+    let app = app(&db.url, &[]).await;
+    let long = format!("SO-{}", incompressible(3_000));
+    let records: [Spec<'_>; 4] = [
+        (0, 10, "SO-L1", "Jones", 1),
+        (0, 11, "SO-L2", "Gill", 2),
+        (1, 20, &long, "Jones", 3),
+        (1, 21, "SO-L3", "Jones", 4),
+    ];
+    let (response, summary) = process(&app, event_of(&records)).await;
+
+    assert_eq!(reported(&response), vec![], "{:?}", summary.failure);
+    assert_eq!(
+        (summary.orders_written, summary.dead_letters_written),
+        (3, 1)
+    );
+    let written: Vec<String> =
+        sqlx::query_scalar("SELECT order_no FROM enriched_orders ORDER BY order_no")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(written, ["SO-L1", "SO-L2", "SO-L3"]);
+    let (partition, offset, reason): (i32, i64, String) =
+        sqlx::query_as("SELECT source_partition, source_offset, reason FROM dead_letters")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!((partition, offset), (1, 20));
+    assert!(
+        reason.starts_with("the database refused the order: ") && reason.contains("index row size"),
+        "{reason}"
+    );
+
+    // The redelivery of the same batch changes nothing.
+    let before = orders_snapshot(&db.pool).await;
+    let (response, _) = process(&app, event_of(&records)).await;
+    assert_eq!(reported(&response), vec![]);
+    assert_eq!(orders_snapshot(&db.pool).await, before);
+    assert_eq!(count(&db.pool, "dead_letters").await, 1);
+}
+
+/// Every attempt writes the batch (one order of an unknown customer) and then fails at
+/// `COMMIT` (a deferred trigger raising a serialization failure), until the retry limit: the
+/// invocation reports the batch, and its log line and metrics count nothing written.
+#[tokio::test]
+async fn a_write_that_never_commits_counts_nothing_written() {
+    let db = fresh_db().await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'refused at commit' USING ERRCODE = '40001'; END $$;
+         CREATE CONSTRAINT TRIGGER refuse_commit AFTER INSERT ON enriched_orders
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_commit();",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let app = app(&db.url, &[("DB_RETRY_LIMIT_MS", "1000")]).await;
+    let records: [Spec<'_>; 2] = [(0, 10, "SO-C1", "Jones", 1), (0, 11, "SO-C2", "Nobody", 2)];
+    let (response, summary) = process(&app, event_of(&records)).await;
+
+    assert_eq!(reported(&response), vec![("orders-0".to_owned(), 10)]);
+    assert!(
+        matches!(
+            &summary.failure,
+            Some(msk_order_enricher::postgres::WriteFailure::Database { sqlstate: Some(code), .. })
+                if code == "40001"
+        ),
+        "{:?}",
+        summary.failure
+    );
+    assert!(summary.database_retries > 0, "{summary:?}");
+    assert_eq!(
+        (
+            summary.orders_written,
+            summary.write.orders_changed,
+            summary.write.customers_not_found
+        ),
+        (0, 0, 0)
+    );
+    let config = msk_order_enricher::config::Config::from_lookup(|name| {
+        (name == "DATABASE_URL").then(|| db.url.clone())
+    })
+    .unwrap();
+    let document =
+        msk_order_enricher::report::metrics::emf_document(&summary, &config.metrics, 0).unwrap();
+    let document: serde_json::Value = serde_json::from_str(&document).unwrap();
+    assert_eq!(
+        (
+            document["OrdersEnriched"].as_f64(),
+            document["CustomersNotFound"].as_f64(),
+            document["WriteFailures"].as_f64()
+        ),
+        (Some(0.0), Some(0.0), Some(1.0))
+    );
+    assert_eq!(count(&db.pool, "enriched_orders").await, 0);
 }
