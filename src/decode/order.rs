@@ -70,8 +70,12 @@ impl Order {
                     "value is not a valid order: it is not UTF-8 ({error})"
                 ))
             })?;
-        let wire: WireOrder<'_> = serde_json::from_str(value)
-            .map_err(|error| InvalidOrder(format!("value is not a valid order: {error}")))?;
+        let wire: WireOrder<'_> = serde_json::from_str(value).map_err(|error| {
+            InvalidOrder(format!(
+                "value is not a valid order: {}",
+                without_values(&error.to_string())
+            ))
+        })?;
         let fields = [
             text("OrderNo", &wire.order_no)?,
             text("Region", &wire.region)?,
@@ -197,7 +201,8 @@ fn parse_date(value: &str) -> Result<NaiveDate, InvalidOrder> {
     };
     parsed.ok_or_else(|| {
         InvalidOrder(format!(
-            "field `OrderDate`: {value:?} is not a date (expected m/d/yy or ISO-8601)"
+            "field `OrderDate`: {} is not a date (expected m/d/yy or ISO-8601)",
+            a_string_of(value)
         ))
     })
 }
@@ -270,7 +275,14 @@ fn parse_decimal(field: &str, raw: &RawValue) -> Result<Decimal, InvalidOrder> {
     } else {
         Decimal::from_str(number)
     };
-    parsed.map_err(|_| InvalidOrder(format!("field `{field}`: {text} is not a decimal number")))
+    parsed.map_err(|_| {
+        let what = match text {
+            "null" | "true" | "false" => text.to_owned(),
+            _ if text.starts_with('"') => a_string_of(number),
+            _ => format!("a JSON value of {} characters", text.chars().count()),
+        };
+        InvalidOrder(format!("field `{field}`: {what} is not a decimal number"))
+    })
 }
 
 /// The common spelling of money, `digits[.digits]` with at most 18 digits and no sign, read
@@ -305,6 +317,55 @@ fn plain_decimal(number: &str) -> Option<Decimal> {
         return None;
     }
     Some(Decimal::new(i64::try_from(mantissa).ok()?, scale))
+}
+
+/// How a reason names a string of the record: by its length, never its text. A reason is
+/// logged and stored beside the raw value, and must not carry the payload (a 1 MB field would
+/// be a 1 MB log line, and a value may be personal data).
+fn a_string_of(value: &str) -> String {
+    format!("a string of {} characters", value.chars().count())
+}
+
+/// `message` (serde_json's) with each string of the record it quotes (`"..."`) named by its
+/// length instead, and each backquoted value (`` `2.5` ``) longer than a field name could be
+/// too: the message keeps what is wrong and where, not the payload.
+fn without_values(message: &str) -> String {
+    const LONGEST_NAME: usize = 32;
+    let mut out = String::with_capacity(message.len().min(256));
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                let mut length = 0;
+                let mut escaped = false;
+                for inner in chars.by_ref() {
+                    if escaped {
+                        escaped = false;
+                    } else if inner == '\\' {
+                        escaped = true;
+                        continue;
+                    } else if inner == '"' {
+                        break;
+                    }
+                    length += 1;
+                }
+                out.push_str(&format!("({length} characters)"));
+            }
+            '`' => {
+                let quoted: String = chars.by_ref().take_while(|&inner| inner != '`').collect();
+                let length = quoted.chars().count();
+                if length > LONGEST_NAME {
+                    out.push_str(&format!("({length} characters)"));
+                } else {
+                    out.push('`');
+                    out.push_str(&quoted);
+                    out.push('`');
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -420,11 +481,11 @@ mod tests {
     fn invalid_values_give_readable_reasons() {
         assert_eq!(
             reason(&with("OrderDate", "\"2/30/19\"")),
-            "field `OrderDate`: \"2/30/19\" is not a date (expected m/d/yy or ISO-8601)"
+            "field `OrderDate`: a string of 7 characters is not a date (expected m/d/yy or ISO-8601)"
         );
         assert_eq!(
             reason(&with("Total", "\"abc\"")),
-            "field `Total`: \"abc\" is not a decimal number"
+            "field `Total`: a string of 3 characters is not a decimal number"
         );
         assert_eq!(
             reason(&with("Total", "null")),
@@ -444,6 +505,34 @@ mod tests {
         assert!(reason(r#"{"OrderNo":"SO-1"}"#)
             .starts_with("value is not a valid order: missing field `OrderDate`"));
         assert!(reason("{not json").starts_with("value is not a valid order: key must be a string"));
+    }
+
+    #[test]
+    fn reasons_name_a_value_by_its_length_never_its_text() {
+        assert_eq!(
+            reason(&with("Units", "\"Jane Doe, 12 \\\"Main\\\" St\"")),
+            format!(
+                "value is not a valid order: invalid type: string (22 characters), expected i32 at line 1 column {}",
+                with("Units", "\"Jane Doe, 12 \\\"Main\\\" St\"").find("\"Unit Cost\"").unwrap() - 1
+            )
+        );
+        let huge = "x".repeat(1_000_000);
+        let long_date = reason(&with("OrderDate", &format!("\"{huge}\"")));
+        assert_eq!(
+            long_date,
+            "field `OrderDate`: a string of 1000000 characters is not a date (expected m/d/yy or ISO-8601)"
+        );
+        let long_number = reason(&with("Total", &format!("\"1{}\"", "9".repeat(100))));
+        assert_eq!(
+            long_number,
+            "field `Total`: a string of 101 characters is not a decimal number"
+        );
+        // A number is quoted as the f64 it parses to: bounded, whatever the record held.
+        let long_float = reason(&with("Units", &format!("1.{}", "5".repeat(40))));
+        assert_eq!(
+            long_float,
+            "value is not a valid order: invalid type: floating point `1.5555555555555556`, expected i32 at line 1 column 142"
+        );
     }
 
     #[test]

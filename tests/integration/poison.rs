@@ -129,3 +129,54 @@ async fn report_policy_stops_each_partition_at_its_poison_record() {
     );
     assert_eq!(orders_snapshot(&db.pool).await, before);
 }
+
+/// A record whose field holds a long, personal value in the wrong place: its dead letter keeps
+/// the value in `raw_value` only; the reason, in the table and in everything the function
+/// prints, names the field and the value's length, never the value.
+#[tokio::test]
+async fn a_dead_letter_reason_never_carries_the_value() {
+    use std::path::Path;
+    use std::time::Duration;
+
+    let db = fresh_db().await;
+    let secret = format!("Jane Doe, 12 Main Street, {}", "x".repeat(10_000));
+    let value =
+        order_line("SO-P1", "Jones", 1).replace("\"Units\":1", &format!("\"Units\":\"{secret}\""));
+    let event = test_support::events::build_event(
+        "orders",
+        1,
+        [test_support::events::RecordSpec::from_order_line(&value)],
+        7,
+        1_700_000_000_000,
+    );
+    let api = esm_local::runtime_api::RuntimeApi::start().await.unwrap();
+    let mut command = api.function_command(Path::new(env!("CARGO_BIN_EXE_msk-order-enricher")));
+    command.env("DATABASE_URL", &db.url);
+    let function = Running::spawn(&mut command);
+    let answer = api.invoke(event, Duration::from_secs(30)).await.unwrap();
+    let printed = function.stop().await;
+
+    assert!(
+        matches!(&answer, esm_local::runtime_api::Answer::Response(body) if body.as_ref() == br#"{"batchItemFailures":[]}"#),
+        "{answer:?}"
+    );
+    let (reason, raw_value): (String, Vec<u8>) =
+        sqlx::query_as("SELECT reason, raw_value FROM dead_letters")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        reason,
+        format!(
+            "value is not a valid order: invalid type: string ({} characters), expected i32 at line 1 column {}",
+            secret.len(),
+            value.find("\"Unit Cost\"").unwrap() - 1
+        )
+    );
+    assert_eq!(raw_value, value.as_bytes(), "the value itself is kept");
+    assert!(printed.contains("record dead-lettered"), "{printed}");
+    assert!(
+        !printed.contains("Jane Doe"),
+        "the value appeared in the function's output"
+    );
+}
