@@ -118,6 +118,7 @@ fn wiring_problems(template: &Value, cargo: &toml::Table) -> Vec<String> {
     let event = event.get("Properties").cloned().unwrap_or(Value::Null);
     event_problems(&mut problems, template, &event);
     problems.extend(kafka_sink_problems(template, &properties));
+    problems.extend(key_problems(template, &properties));
     if event.get("ProvisionedPollerConfig").is_none() {
         problems.push("no ProvisionedPollerConfig: retry limits and the on-failure destination need provisioned mode".to_owned());
     }
@@ -315,6 +316,49 @@ fn kafka_sink_problems(template: &Value, properties: &Value) -> Vec<String> {
     problems
 }
 
+/// What KMS keys must allow for the deployment to work: the SCRAM secret's customer-managed key
+/// (MSK refuses secrets under the default key) decrypted by the role, and the alarm topic under
+/// a key CloudWatch may use (it cannot use the AWS-managed `aws/sns`).
+fn key_problems(template: &Value, properties: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut found = Vec::new();
+    statements(
+        properties.get("Policies").unwrap_or(&Value::Null),
+        &mut found,
+    );
+    let decrypts_scram = found.iter().any(|(sid, actions)| {
+        sid == "DecryptScramSecret" && actions.iter().any(|a| a == "kms:Decrypt")
+    });
+    if get(template, &["Parameters", "ScramSecretKmsKeyArn"]).is_none() || !decrypts_scram {
+        problems.push("no ScramSecretKmsKeyArn with a DecryptScramSecret statement granting kms:Decrypt: SASL_SCRAM could not read its secret".to_owned());
+    }
+    let resources = get(template, &["Resources"]);
+    let topic_key = resources
+        .and_then(|r| r.get("AlarmTopic"))
+        .and_then(|topic| get(topic, &["Properties", "KmsMasterKeyId"]));
+    if topic_key.and_then(Value::as_str) == Some("alias/aws/sns") {
+        problems.push("the alarm topic is encrypted with alias/aws/sns, which CloudWatch alarms cannot publish with".to_owned());
+    }
+    let mut key_statements = Vec::new();
+    statements(
+        resources
+            .and_then(|r| r.get("AlarmTopicKey"))
+            .and_then(|key| get(key, &["Properties", "KeyPolicy"]))
+            .unwrap_or(&Value::Null),
+        &mut key_statements,
+    );
+    let cloudwatch_may_use = key_statements.iter().any(|(sid, actions)| {
+        sid == "CloudWatchAlarmsPublish"
+            && ["kms:Decrypt", "kms:GenerateDataKey*"]
+                .iter()
+                .all(|needed| actions.iter().any(|a| a == needed))
+    });
+    if !cloudwatch_may_use {
+        problems.push("the alarm topic's key does not let cloudwatch.amazonaws.com use it: no alarm would be delivered".to_owned());
+    }
+    problems
+}
+
 fn parse() -> (Value, toml::Table) {
     (
         serde_norway::from_str(TEMPLATE).expect("template.yaml parses"),
@@ -330,7 +374,7 @@ fn the_template_wires_the_mapping_safely() {
 
 #[test]
 fn each_dangerous_mistake_is_caught() {
-    let mistakes: [(&str, &str, &str); 11] = [
+    let mistakes: [(&str, &str, &str); 13] = [
         (
             "FunctionResponseTypes: [ReportBatchItemFailures]",
             "FunctionResponseTypes: []",
@@ -381,6 +425,16 @@ fn each_dangerous_mistake_is_caught() {
             "    Default: S3\n    AllowedValues: [S3, SQS]",
             "    Default: SQS\n    AllowedValues: [S3, SQS]",
             "does not keep the records",
+        ),
+        (
+            "Sid: DecryptScramSecret",
+            "Sid: DecryptNothing",
+            "SASL_SCRAM could not read its secret",
+        ),
+        (
+            "KmsMasterKeyId: !GetAtt AlarmTopicKey.Arn",
+            "KmsMasterKeyId: alias/aws/sns",
+            "CloudWatch alarms cannot publish",
         ),
     ];
     let cargo: toml::Table = CARGO_TOML.parse().unwrap();
