@@ -9,19 +9,10 @@ import os
 import re
 import sys
 
+from files import files_under
+
 LINK = re.compile(r"(?<!\!)\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 FENCE = re.compile(r"^\s*```")
-
-
-def markdown_files(paths):
-    for path in paths:
-        if os.path.isdir(path):
-            for folder, _, files in os.walk(path):
-                for name in sorted(files):
-                    if name.endswith(".md"):
-                        yield os.path.join(folder, name)
-        else:
-            yield path
 
 
 def prose(path, keep_code=False):
@@ -57,7 +48,7 @@ def anchors(path):
 def main(paths):
     broken = []
     checked = 0
-    for path in markdown_files(paths):
+    for path in files_under(paths, ".md"):
         for number, line in prose(path):
             for target in LINK.findall(line):
                 if re.match(r"^[a-z][a-z0-9+.-]*:", target):

@@ -9,18 +9,9 @@ import os
 import re
 import sys
 
+from files import files_under
+
 FN = re.compile(r"^\s*(?:pub(?:\([a-z]+\))?\s+)?(?:const\s+)?(?:async\s+)?(?:unsafe\s+)?fn\s+([a-z_][a-z0-9_]*)")
-
-
-def rust_files(paths):
-    for path in paths:
-        if os.path.isdir(path):
-            for folder, _, files in os.walk(path):
-                for name in sorted(files):
-                    if name.endswith(".rs"):
-                        yield os.path.join(folder, name)
-        else:
-            yield path
 
 
 def strip(line):
@@ -73,7 +64,7 @@ def main(argv):
         else:
             paths.append(arg)
     over = []
-    for path in rust_files(paths):
+    for path in files_under(paths, ".rs"):
         with open(path, encoding="utf-8") as source:
             lines = source.read().splitlines()
         size = code_lines(lines)
